@@ -1,0 +1,149 @@
+"""Load, merge and validate configurations with errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from utils.errors import UserError
+
+BACKBONES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50", "se_resnext101",
+    "senet154", "resnet50_ibn_a",
+)
+
+# Enumerated keys and their allowed values.
+CHOICES: dict[str, tuple] = {
+    "MODEL.DEVICE": ("cuda", "cpu"),
+    "MODEL.ARCH": ("video_baseline",),
+    "MODEL.NAME": BACKBONES,
+    "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
+    "MODEL.FUSION_METHOD": ("baseline", "TA", "ATTR_TA"),
+    "MODEL.NECK": ("bnneck", "no"),
+    "MODEL.IF_WITH_CENTER": ("yes", "no"),
+    "MODEL.METRIC_LOSS_TYPE": ("triplet", "center", "triplet_center"),
+    "MODEL.IF_LABELSMOOTH": ("on", "off"),
+    "DATASETS.NAME": ("mars", "duke", "ilidsvid", "prid"),
+    "DATASETS.TRAIN_SAMPLE_METHOD": ("random", "evenly"),
+    "DATASETS.TEST_SAMPLE_METHOD": ("dense", "evenly", "random"),
+    "DATASETS.ATTRIBUTE_LOSS": ("bce", "mce"),
+    "DATALOADER.SAMPLER": ("softmax", "triplet", "softmax_triplet"),
+    "SOLVER.WARMUP_METHOD": ("linear", "constant"),
+    "SOLVER.AMP_DTYPE": ("float16", "bfloat16"),
+    "SOLVER.AMP_BACKEND": ("native", "apex"),
+    "TEST.RE_RANKING": ("yes", "no"),
+    "TEST.NECK_FEAT": ("before", "after"),
+    "TEST.FEAT_NORM": ("yes", "no"),
+    "TEST.TEMPORAL_POOL_METHOD": ("avg", "max"),
+    "DISTANCE": ("cosine", "euclid"),
+}
+
+# Keys that must be positive integers.
+POSITIVE_INTS = (
+    "DATASETS.SEQ_LEN", "DATASETS.TEST_MAX_SEQ_NUM", "DATALOADER.NUM_INSTANCE",
+    "SOLVER.MAX_EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD",
+    "SOLVER.SEQS_PER_BATCH", "TEST.CLIPS_PER_BATCH", "DATALOADER.READ_RETRIES",
+)
+
+
+def _all_keys(node: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CN):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _get(cfg: CN, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _check_keys(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
+    """Raise a UserError for the first key of ``other`` that ``cfg`` does not have."""
+    valid = _all_keys(cfg)
+    for k, v in other.items():
+        full = f"{prefix}{k}"
+        if full not in valid:
+            close = difflib.get_close_matches(full, valid, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"Unknown config key '{full}' in {source}.{hint}")
+        if isinstance(v, dict):
+            _check_keys(cfg, v, source, full + ".")
+
+
+def merge_config_file(cfg: CN, path: str) -> None:
+    """Merge a yml file into ``cfg`` (mutable), naming the file and key on any error."""
+    if not os.path.isfile(path):
+        raise UserError(f"Config file not found: '{path}'. Pass an existing file to --config_file "
+                        "(the shipped ones are in configs/).")
+    with open(path, encoding="utf-8") as f:
+        try:
+            loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"Config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"Config file '{path}' must hold a mapping of config sections.")
+    _check_keys(cfg, loaded, f"'{path}'")
+    try:
+        cfg.merge_from_other_cfg(CN(loaded))
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"Config file '{path}': {e}") from None
+
+
+def merge_overrides(cfg: CN, opts: list[str]) -> None:
+    """Merge command-line ``KEY VALUE`` pairs into ``cfg`` (mutable)."""
+    if len(opts) % 2:
+        raise UserError(f"Overrides must be KEY VALUE pairs; got an odd number: {opts}")
+    pairs = dict(zip(opts[0::2], opts[1::2]))
+    nested: dict = {}
+    for k in pairs:
+        d = nested
+        parts = k.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = None
+    _check_keys(cfg, nested, "the command line")
+    try:
+        cfg.merge_from_list(list(opts))
+    except (ValueError, TypeError, KeyError, AssertionError) as e:
+        raise UserError(f"Command-line override: {e}") from None
+
+
+def validate_cfg(cfg: CN) -> None:
+    """Check enumerated and numeric keys; raise a UserError naming key, value and allowed values."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise UserError(f"Invalid value {value!r} for {key}; allowed values: "
+                            f"{', '.join(map(str, allowed))}.")
+    for key in POSITIVE_INTS:
+        value = _get(cfg, key)
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"Invalid value {value!r} for {key}; it must be a positive integer.")
+    for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST", "DATASETS.SYNTHETIC.SIZE"):
+        value = _get(cfg, key)
+        if len(value) != 2 or any(int(v) < 1 for v in value):
+            raise UserError(f"Invalid value {value!r} for {key}; give [height, width].")
+    if cfg.DATALOADER.SAMPLER != "softmax":
+        if cfg.SOLVER.SEQS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
+            raise UserError(
+                f"SOLVER.SEQS_PER_BATCH ({cfg.SOLVER.SEQS_PER_BATCH}) must be a multiple of "
+                f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
+                f"sampler '{cfg.DATALOADER.SAMPLER}'.")
+    steps = list(cfg.SOLVER.STEPS)
+    if steps != sorted(steps):
+        raise UserError(f"SOLVER.STEPS must be increasing; got {steps}.")
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        raise UserError(f"DATALOADER.NUM_WORKERS must be >= 0; got {cfg.DATALOADER.NUM_WORKERS}.")
+    if cfg.EVALUATE_ONLY and not cfg.TEST.WEIGHT:
+        raise UserError("EVALUATE_ONLY (or --eval-only) needs TEST.WEIGHT: pass "
+                        "TEST.WEIGHT path/to/checkpoint.pth.")

@@ -1,0 +1,1 @@
+"""Utilities: metrics, logging, checkpoints, benchmarks and pictures (import the submodules)."""
