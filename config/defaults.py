@@ -136,6 +136,9 @@ _C.SOLVER.CENTER_ON = 0
 _C.SOLVER.CENTER_LR = 0.5
 # Weight of the center loss term
 _C.SOLVER.CENTER_LOSS_WEIGHT = 0.0005
+# New: train with the center loss (the original declares it but never trains with it, even when
+# METRIC_LOSS_TYPE/IF_WITH_CENTER ask for it; True uses CENTER_LOSS_WEIGHT and CENTER_LR)
+_C.SOLVER.USE_CENTER_LOSS = False
 # Unused range-loss settings of the original (declared, never read)
 _C.SOLVER.RANGE_K = 2
 # Unused (range loss)

@@ -1,0 +1,114 @@
+"""Train and evaluate the attribute-aware video re-ID model (AITL + ASTA).
+
+    python main_baseline.py --config_file configs/mars_aitl.yml [KEY VALUE ...]
+    python main_baseline.py --config_file configs/mars_aitl.yml --eval-only TEST.WEIGHT run/x.pth
+    python main_baseline.py --config_file configs/mars_aitl.yml --resume [output/<run>/...pth]
+    torchrun --nproc_per_node 2 main_baseline.py --config_file configs/mars_aitl.yml
+
+Each run writes OUTPUT_DIR/<timestamp>/ with log.txt, config.yaml, env.txt, metrics.json and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+
+import torch
+
+from data import make_data_loaders
+from engine import (
+    Interrupted,
+    Trainer,
+    default_argument_parser,
+    default_setup,
+    run_cli,
+    run_evaluation,
+)
+from layers import make_loss
+from modeling import build_model, load_model_weights
+from solver import make_center_optimizer, make_optimizer, make_scheduler
+from utils.checkpoint import Checkpointer, load_file
+from utils.comm import get_world_size, init_distributed, resolve_device
+
+logger = logging.getLogger("reid")
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of main_baseline.py."""
+    parser = default_argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only evaluate TEST.WEIGHT (same as EVALUATE_ONLY True)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                        help="continue training from a checkpoint; without PATH, from the "
+                             "last_checkpoint of the newest run in OUTPUT_DIR")
+    return parser
+
+
+def setup(argv: list[str] | None = None):
+    """Parse the command line, then merge file and overrides, validate, freeze and set up the run.
+
+    Returns:
+        (cfg, args, run_dir)
+    """
+    args = build_parser().parse_args(argv)
+    if args.resume and not os.path.exists(args.resume) and CONFIG_KEY.match(args.resume):
+        # "--resume SOLVER.MAX_EPOCHS 9": argparse took the first override as the path.
+        args.opts.insert(0, args.resume)
+        args.resume = ""
+    extra = {"EVALUATE_ONLY": True} if args.eval_only else None
+    cfg, run_dir = default_setup(args.config_file, args.opts, extra)
+    return cfg, args, run_dir
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    cfg, args, run_dir = setup(argv)
+    device, note = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
+    if note:
+        logger.info(note)
+    distributed = init_distributed(device.type)
+    logger.info("Device: %s, processes: %d", device, get_world_size())
+
+    train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens)
+
+    if cfg.EVALUATE_ONLY:
+        load_model_weights(model, load_file(cfg.TEST.WEIGHT))
+        model.to(device)
+        run_evaluation(cfg, model, query_loader, gallery_loader, dataset, device, run_dir)
+        return 0
+
+    model.to(device)
+    if cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    if distributed:
+        if cfg.MODEL.SYN_BN and get_world_size() > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,
+                          feat_dim=getattr(model, "module", model).feat_dim).to(device)
+    optimizer = make_optimizer(cfg, getattr(model, "module", model))
+    center_optimizer = make_center_optimizer(cfg, criterion)
+    scheduler = make_scheduler(cfg, optimizer)
+    trainer = Trainer(cfg, model, criterion, optimizer, scheduler,
+                      (train_loader, query_loader, gallery_loader), dataset, device, run_dir,
+                      center_optimizer)
+    if args.resume is not None:
+        trainer.resume(args.resume or Checkpointer.find_last(cfg.OUTPUT_DIR or "output"))
+    try:
+        trainer.train()
+    except Interrupted as e:
+        logger.warning("%s", e)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

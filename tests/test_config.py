@@ -1,0 +1,168 @@
+"""Configuration: the original key set and defaults, precedence, errors, run set-up."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from config import cfg as global_cfg
+from config import get_cfg, load_cfg
+from engine.defaults import default_setup
+from tests.conftest import ROOT
+from utils.errors import UserError
+
+# SPEC §1: every key of the original with its default (EVALUATE_ONLY becomes False).
+ORIGINAL_DEFAULTS = {
+    "MODEL.DEVICE": "cuda", "MODEL.DEVICE_ID": "0", "MODEL.ARCH": "video_baseline",
+    "MODEL.NAME": "resnet50", "MODEL.SYN_BN": True, "MODEL.LAST_STRIDE": 1,
+    "MODEL.PRETRAIN_PATH": "", "MODEL.PRETRAIN_CHOICE": "imagenet",
+    "MODEL.FUSION_METHOD": "ATTR_TA", "MODEL.NECK": "bnneck", "MODEL.IF_WITH_CENTER": "no",
+    "MODEL.METRIC_LOSS_TYPE": "triplet", "MODEL.IF_LABELSMOOTH": "on",
+    "INPUT.SIZE_TRAIN": [384, 128], "INPUT.SIZE_TEST": [384, 128], "INPUT.PROB": 0.5,
+    "INPUT.RE_PROB": 0.5, "INPUT.PIXEL_MEAN": [0.485, 0.456, 0.406],
+    "INPUT.PIXEL_STD": [0.229, 0.224, 0.225], "INPUT.PADDING": 10,
+    "DATASETS.ROOT_DIR": "", "DATASETS.NAME": "mars", "DATASETS.SEQ_LEN": 4,
+    "DATASETS.TRAIN_SAMPLE_METHOD": "random", "DATASETS.TEST_SAMPLE_METHOD": "dense",
+    "DATASETS.TEST_MAX_SEQ_NUM": 200, "DATASETS.ATTRIBUTE_LOSS": "bce",
+    "DATALOADER.NUM_WORKERS": 8, "DATALOADER.SAMPLER": "softmax", "DATALOADER.NUM_INSTANCE": 16,
+    "SOLVER.OPTIMIZER_NAME": "Adam", "SOLVER.MAX_EPOCHS": 50, "SOLVER.BASE_LR": 3e-4,
+    "SOLVER.BIAS_LR_FACTOR": 2, "SOLVER.MOMENTUM": 0.9, "SOLVER.MARGIN": 0.3,
+    "SOLVER.CLUSTER_MARGIN": 0.3, "SOLVER.CENTER_ON": 0, "SOLVER.CENTER_LR": 0.5,
+    "SOLVER.CENTER_LOSS_WEIGHT": 0.0005, "SOLVER.RANGE_K": 2, "SOLVER.RANGE_MARGIN": 0.3,
+    "SOLVER.RANGE_ALPHA": 0, "SOLVER.RANGE_BETA": 1, "SOLVER.RANGE_LOSS_WEIGHT": 1,
+    "SOLVER.WEIGHT_DECAY": 0.0005, "SOLVER.WEIGHT_DECAY_BIAS": 0.0, "SOLVER.GAMMA": 0.1,
+    "SOLVER.STEPS": (30, 55), "SOLVER.WARMUP_FACTOR": 1.0 / 3, "SOLVER.WARMUP_ITERS": 500,
+    "SOLVER.WARMUP_METHOD": "linear", "SOLVER.CHECKPOINT_PERIOD": 50, "SOLVER.LOG_PERIOD": 100,
+    "SOLVER.EVAL_PERIOD": 50, "SOLVER.FP_16": True, "SOLVER.SEQS_PER_BATCH": 64,
+    "TEST.SEQS_PER_BATCH": 128, "TEST.RE_RANKING": "no", "TEST.WEIGHT": "",
+    "TEST.NECK_FEAT": "after", "TEST.FEAT_NORM": "yes", "TEST.TEMPORAL_POOL_METHOD": "avg",
+    "OUTPUT_DIR": "", "RANDOM_SEED": 999, "EVALUATE_ONLY": False, "DISTANCE": "cosine",
+    "ATTR_RECOG_ON": True,
+}
+
+# SPEC §1: what the paper's yml overrides.
+PAPER_OVERRIDES = {
+    "MODEL.PRETRAIN_CHOICE": "imagenet", "MODEL.METRIC_LOSS_TYPE": "triplet_center",
+    "MODEL.IF_WITH_CENTER": "yes", "INPUT.SIZE_TRAIN": [256, 128], "INPUT.SIZE_TEST": [256, 128],
+    "DATASETS.SEQ_LEN": 4, "DATALOADER.SAMPLER": "softmax_triplet", "DATALOADER.NUM_INSTANCE": 4,
+    "DATALOADER.NUM_WORKERS": 4, "SOLVER.OPTIMIZER_NAME": "Adam", "SOLVER.MAX_EPOCHS": 500,
+    "SOLVER.BASE_LR": 0.00035, "SOLVER.BIAS_LR_FACTOR": 1, "SOLVER.WEIGHT_DECAY": 0.0005,
+    "SOLVER.WEIGHT_DECAY_BIAS": 0.0005, "SOLVER.SEQS_PER_BATCH": 32,
+    "SOLVER.STEPS": [70, 140, 210, 310, 410], "SOLVER.GAMMA": 0.3, "SOLVER.WARMUP_FACTOR": 0.01,
+    "SOLVER.WARMUP_ITERS": 10, "SOLVER.WARMUP_METHOD": "linear", "SOLVER.CHECKPOINT_PERIOD": 40,
+    "SOLVER.LOG_PERIOD": 20, "SOLVER.EVAL_PERIOD": 40, "TEST.SEQS_PER_BATCH": 1,
+    "TEST.NECK_FEAT": "after", "TEST.FEAT_NORM": "yes",
+}
+
+
+def _get(c, key):
+    for part in key.split("."):
+        c = c[part]
+    return c
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+@pytest.mark.parametrize("key", sorted(ORIGINAL_DEFAULTS))
+def test_original_key_and_default(key):
+    assert _norm(_get(get_cfg(), key)) == pytest.approx(_norm(ORIGINAL_DEFAULTS[key]))
+
+
+def test_every_key_has_a_comment():
+    lines = (ROOT / "config" / "defaults.py").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("_C.") and "= CN()" not in line:
+            assert lines[i - 1].lstrip().startswith("#"), f"no comment above: {line}"
+
+
+def test_get_cfg_is_a_fresh_clone():
+    c = get_cfg()
+    c.SOLVER.BASE_LR = 123.0
+    assert global_cfg.SOLVER.BASE_LR == 3e-4
+    assert get_cfg().SOLVER.BASE_LR == 3e-4
+
+
+@pytest.mark.parametrize("name", ["softmax_triplet_tlaw.yml", "mars_aitl.yml", "duke_aitl.yml"])
+def test_paper_configs(name):
+    c = load_cfg(str(ROOT / "configs" / name))
+    for key, value in PAPER_OVERRIDES.items():
+        assert _norm(_get(c, key)) == pytest.approx(_norm(value)), key
+    assert c.is_frozen()
+    expected_root = {"duke_aitl.yml": "data/duke"}.get(name, "data/mars")
+    assert c.DATASETS.ROOT_DIR == expected_root
+
+
+def test_precedence_defaults_file_command_line(tmp_path):
+    f = tmp_path / "x.yml"
+    f.write_text("SOLVER:\n  BASE_LR: 0.01\n  MAX_EPOCHS: 7\n")
+    c = load_cfg(str(f), ["SOLVER.MAX_EPOCHS", "9"])
+    assert c.SOLVER.BASE_LR == 0.01          # file over defaults
+    assert c.SOLVER.MAX_EPOCHS == 9          # command line over file
+    assert c.SOLVER.GAMMA == 0.1             # defaults otherwise
+
+
+def test_unknown_key_names_closest(tmp_path):
+    with pytest.raises(UserError, match=r"SOLVER\.BASE_LRR.*SOLVER\.BASE_LR"):
+        load_cfg(None, ["SOLVER.BASE_LRR", "0.1"])
+    f = tmp_path / "typo.yml"
+    f.write_text("MODEL:\n  FUSION_METHD: TA\n")
+    with pytest.raises(UserError, match=r"MODEL\.FUSION_METHD.*typo\.yml.*MODEL\.FUSION_METHOD"):
+        load_cfg(str(f))
+
+
+def test_bad_enumerated_value_lists_allowed():
+    with pytest.raises(UserError, match=r"'ATTR_TAA'.*MODEL\.FUSION_METHOD.*baseline, TA, ATTR_TA"):
+        load_cfg(None, ["MODEL.FUSION_METHOD", "ATTR_TAA"])
+    with pytest.raises(UserError, match=r"DISTANCE.*cosine, euclid"):
+        load_cfg(None, ["DISTANCE", "l2"])
+
+
+def test_batch_must_be_multiple_of_instances():
+    with pytest.raises(UserError, match=r"SEQS_PER_BATCH \(30\).*NUM_INSTANCE \(4\)"):
+        load_cfg(None, ["DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "4",
+                        "SOLVER.SEQS_PER_BATCH", "30"])
+
+
+def test_missing_config_file():
+    with pytest.raises(UserError, match=r"Config file not found: 'nope/none\.yml'"):
+        load_cfg("nope/none.yml")
+
+
+def test_setup_writes_run_folder_and_config_round_trip(tmp_path):
+    out = tmp_path / "runs"
+    c, run_dir = default_setup(None, ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCHS", "3",
+                                      "INPUT.SIZE_TRAIN", "[64, 32]"])
+    files = {p.name for p in (out).glob("*/*")}
+    assert {"config.yaml", "env.txt", "log.txt"} <= files
+    env = open(f"{run_dir}/env.txt").read()
+    assert "torch:" in env and "git revision:" in env
+    again = load_cfg(f"{run_dir}/config.yaml")
+    assert again == c
+    assert yaml.safe_load(open(f"{run_dir}/config.yaml"))["SOLVER"]["MAX_EPOCHS"] == 3
+    _, second = default_setup(None, ["OUTPUT_DIR", str(out)])
+    assert second != run_dir                  # two runs never share a folder
+
+
+def _run_main(*args):
+    return subprocess.run([sys.executable, "main_baseline.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_user_errors_exit_nonzero_without_traceback():
+    r = _run_main("--config_file", "configs/missing.yml")
+    assert r.returncode == 2 and "configs/missing.yml" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run_main("--config_file", "configs/mars_aitl.yml", "MODEL.NECK", "bneck",
+                  "OUTPUT_DIR", "/nonexistent-unused")
+    assert r.returncode == 2 and "MODEL.NECK" in r.stderr and "bnneck" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_help_documents_options():
+    r = _run_main("--help")
+    assert r.returncode == 0
+    for option in ("--config_file", "--eval-only", "--resume", "KEY VALUE"):
+        assert option in r.stdout
