@@ -27,6 +27,7 @@ from engine import (
     default_setup,
     run_cli,
     run_evaluation,
+    wrap_distributed,
 )
 from layers import make_loss
 from modeling import build_model, load_model_weights
@@ -88,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.MODEL.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
     if distributed:
-        if cfg.MODEL.SYN_BN and get_world_size() > 1:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = wrap_distributed(model, device, cfg.MODEL.SYN_BN)
     criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,
                           feat_dim=getattr(model, "module", model).feat_dim).to(device)
     optimizer = make_optimizer(cfg, getattr(model, "module", model))

@@ -2,7 +2,15 @@
 
 from .defaults import default_argument_parser, default_setup, run_cli
 from .evaluator import evaluate, extract_features
-from .trainer import Interrupted, NonFiniteLossError, Trainer, run_evaluation
+from .trainer import (
+           Interrupted,
+           NonFiniteLossError,
+           Trainer,
+           convert_sync_bn,
+           run_evaluation,
+           wrap_distributed,
+)
 
 __all__ = ["default_argument_parser", "default_setup", "run_cli", "evaluate", "extract_features",
-           "Trainer", "Interrupted", "NonFiniteLossError", "run_evaluation"]
+           "Trainer", "Interrupted", "NonFiniteLossError", "run_evaluation", "convert_sync_bn",
+           "wrap_distributed"]

@@ -1,0 +1,58 @@
+"""Checkpoint files: atomic writes, the last_checkpoint pointer, RNG state round trip."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from utils.checkpoint import Checkpointer, atomic_save, capture_rng_state, load_file, \
+    restore_rng_state
+from utils.errors import UserError
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.pth"
+    atomic_save({"w": torch.ones(3)}, str(path))
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"w": torch.zeros(3)}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]   # no temporary left behind
+
+
+def test_checkpointer_pointer_and_find_last(tmp_path):
+    run = tmp_path / "20260101-000000"
+    run.mkdir()
+    ck = Checkpointer(str(run))
+    ck.save("checkpoint_ep1", {"epoch": 1})
+    ck.save("checkpoint_ep2", {"epoch": 2})
+    assert (run / "last_checkpoint").read_text().strip() == "checkpoint_ep2.pth"
+    assert Checkpointer.find_last(str(run)).endswith("checkpoint_ep2.pth")
+    assert Checkpointer.find_last(str(tmp_path)).endswith("checkpoint_ep2.pth")  # newest run
+    with pytest.raises(UserError, match="last_checkpoint"):
+        Checkpointer.find_last(str(tmp_path / "empty"))
+
+
+def test_load_file_errors_name_the_file(tmp_path):
+    with pytest.raises(UserError, match="not found: '.*missing.pth'"):
+        load_file(str(tmp_path / "missing.pth"))
+    bad = tmp_path / "truncated.pth"
+    atomic_save({"w": torch.randn(100)}, str(bad))
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(UserError, match="truncated.pth"):
+        load_file(str(bad))
+
+
+def test_rng_state_round_trip_through_a_file(tmp_path):
+    state = capture_rng_state()
+    atomic_save({"rng": state}, str(tmp_path / "r.pth"))
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(load_file(str(tmp_path / "r.pth"))["rng"])   # weights_only load
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
