@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from utils.checkpoint import Checkpointer, atomic_save, capture_rng_state, load_file, \
-    restore_rng_state
+from utils.checkpoint import (
+    Checkpointer,
+    atomic_save,
+    capture_rng_state,
+    load_file,
+    restore_rng_state,
+)
 from utils.errors import UserError
 
 
