@@ -1,0 +1,132 @@
+"""End to end on the CPU: train + evaluate, resume equivalence, evaluation-only, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main_baseline
+from data.synthetic import write_synthetic_dataset
+from engine import convert_sync_bn
+from tests.conftest import ROOT
+from utils.checkpoint import load_file
+
+
+@pytest.fixture(scope="module")
+def tiny_mars(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "mars"
+    write_synthetic_dataset(root, fmt="mars", ids=8, tracklets=3, frames=6, size=(32, 16), seed=1)
+    return root
+
+
+def tiny_opts(root: Path, out: Path, epochs: int = 2) -> list[str]:
+    return [
+        "MODEL.DEVICE", "cpu", "MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
+        "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING", "2",
+        "DATASETS.NAME", "mars", "DATASETS.ROOT_DIR", str(root), "DATASETS.SEQ_LEN", "2",
+        "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.SEQS_PER_BATCH", "4",
+        "SOLVER.MAX_EPOCHS", str(epochs), "SOLVER.EVAL_PERIOD", "2",
+        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1",
+        "SOLVER.STEPS", "[1]", "TEST.CLIPS_PER_BATCH", "8", "OUTPUT_DIR", str(out),
+    ]
+
+
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def test_train_then_evaluate_end_to_end(tiny_mars, tmp_path):
+    out = tmp_path / "out"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out),
+                               "SOLVER.EVAL_BEFORE_TRAIN", "True"]) == 0
+    (run,) = run_dirs(out)
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "env.txt", "log.txt", "metrics.json", "checkpoint_ep1.pth",
+            "checkpoint_ep2.pth", "last_checkpoint"} <= names
+    assert any(n.startswith("rank1_") and n.endswith("_checkpoint_ep2.pth") for n in names)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["evaluations"]] == [0, 2]
+    for e in metrics["evaluations"]:
+        assert 0.0 <= e["mAP"] <= 1.0 and 0.0 <= e["R1"] <= e["R5"] <= e["R20"] <= 1.0
+        assert 0.0 <= e["attr"]["mean_acc"] <= 1.0
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    for e in metrics["epochs"]:
+        assert np.isfinite(e["total"]) and e["loss_id"] > 0 and e["loss_aitl_related"] >= 0
+    log = (run / "log.txt").read_text()
+    assert "loss_triplet=" in log and "FP_16 is on but the device is cpu" in log
+    ck = load_file(str(run / "checkpoint_ep2.pth"))
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_r1", "rng"} <= set(ck)
+    assert ck["epoch"] == 2
+
+
+def test_resume_gives_the_same_weights(tiny_mars, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, full, 2)]) == 0
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 1)]) == 0
+    (first,) = run_dirs(part)
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
+                               "--resume", str(first / "checkpoint_ep1.pth")]) == 0
+    resumed = run_dirs(part)[-1]
+    assert resumed != first
+    a = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))["model"]
+    b = load_file(str(resumed / "checkpoint_ep2.pth"))["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # --resume without a path takes the newest run's last_checkpoint
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 3),
+                               "--resume"]) == 0
+    assert load_file(str(run_dirs(part)[-1] / "checkpoint_ep3.pth"))["epoch"] == 3
+
+
+def test_evaluation_only_from_checkpoints(tiny_mars, tmp_path):
+    out = tmp_path / "out"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out)]) == 0
+    (run,) = run_dirs(out)
+    trained = json.loads((run / "metrics.json").read_text())["evaluations"][-1]
+    best = next(run.glob("rank1_*_checkpoint_ep2.pth"))
+    plain = tmp_path / "plain_module.pth"     # the original saves DataParallel state dicts
+    torch.save({f"module.{k}": v for k, v in load_file(str(best)).items()}, plain)
+    for weight in (run / "checkpoint_ep2.pth", best, plain):
+        ev = tmp_path / f"eval_{weight.stem}"
+        assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, ev), "--eval-only",
+                                   "TEST.WEIGHT", str(weight)]) == 0
+        (erun,) = run_dirs(ev)
+        got = json.loads((erun / "metrics.json").read_text())["evaluations"][0]
+        assert got["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)
+        assert got["R1"] == pytest.approx(trained["R1"], abs=1e-6)
+        assert "Rank-1" in (erun / "log.txt").read_text() or "R1" in (erun / "log.txt").read_text()
+
+
+def test_sync_bn_conversion_counts_every_batchnorm():
+    from config import get_cfg
+    from modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
+                         "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]"])
+    mars_lens = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
+    model = build_model(cfg, 4, mars_lens)
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    converted, n = convert_sync_bn(model)
+    assert n == n_bn > 20
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+
+
+def test_torchrun_two_processes_gloo(tiny_mars, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", str(ROOT / "tests" / "ddp_check.py"), str(tiny_mars),
+           str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "ddp-check: sampler split ok" in r.stdout
+    (run,) = run_dirs(out)                       # rank 0 alone writes one run folder
+    assert (run / "checkpoint_ep1.pth").exists()
