@@ -32,6 +32,7 @@ from utils.checkpoint import (
 from utils.comm import get_world_size, is_main_process, synchronize
 from utils.errors import UserError
 from utils.metrics import format_results_table
+from utils.visualize import plot_curves
 
 logger = logging.getLogger("reid.train")
 
@@ -67,6 +68,17 @@ def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
                 pool=cfg.TEST.TEMPORAL_POOL_METHOD, amp_dtype=amp_dtype,
                 attr_lens=dataset.attr_lens if with_attr else None,
                 attr_names=list(dataset.attr_names) if with_attr else None)
+
+
+def _tensorboard_writer(run_dir: str | None):
+    """A TensorBoard SummaryWriter in the run folder when tensorboard is installed, else None."""
+    if not run_dir:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:   # optional dependency
+        return None
+    return SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
 
 def convert_sync_bn(model: nn.Module) -> tuple[nn.Module, int]:
@@ -136,6 +148,7 @@ class Trainer:
         self.best_r1 = -1.0
         self.history: dict[str, list] = {"evaluations": [], "epochs": []}
         self._stop_signal: int | None = None
+        self.tb = _tensorboard_writer(run_dir)
 
     # ------------------------------------------------------------------ state
     @property
@@ -218,6 +231,9 @@ class Trainer:
                             100 * a["mean_f1"], 100 * a["mean_acc_id_relevant"],
                             100 * a["mean_f1_id_relevant"])
             self.history["evaluations"].append(results_record(epoch, results))
+            if self.tb is not None:
+                for k in ("R1", "R5", "R10", "R20", "mAP"):
+                    self.tb.add_scalar(f"eval/{k}", results[k], epoch)
             self._write_metrics()
             if epoch > 0 and results["R1"] > self.best_r1 and self.run_dir:
                 self.best_r1 = results["R1"]
@@ -260,6 +276,10 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            if self.tb is not None:
+                self.tb.close()
+        if self.run_dir:
+            logger.info("Training curves: %s", plot_curves(self.run_dir))
         return results
 
     def _train_epoch(self, epoch: int) -> None:
@@ -344,6 +364,10 @@ class Trainer:
                       "clips_per_s": n_clips / max(elapsed, 1e-9),
                       **{k: v for k, v in zip(names, avg)}}
             self.history["epochs"].append(record)
+            if self.tb is not None:
+                for k, v in record.items():
+                    if k != "epoch":
+                        self.tb.add_scalar(f"train/{k}", v, epoch)
             self._write_metrics()
             logger.info("Epoch %d done in %.1f s (%.1f clips/s), lr %.2e, loss %.4f", epoch,
                         elapsed, record["clips_per_s"], lr, record["total"])
