@@ -137,7 +137,7 @@ def _forever(loader):
 
 
 def bench_extract(cfg: CfgNode, device: torch.device, tracklets: int = 12) -> dict:
-    """Dense extraction clips/s: clips of several tracklets per forward vs one tracklet at a time."""
+    """Dense extraction clips/s: several tracklets per forward vs one tracklet at a time."""
     from data import make_data_loaders
     from engine.evaluator import extract_features
 
