@@ -1,0 +1,79 @@
+"""Pictures: ranked lists, attention maps and curves from a tiny trained run."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import main_baseline
+from tests.test_engine import run_dirs, tiny_mars, tiny_opts  # noqa: F401  (fixture)
+from utils import visualize
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_mars, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("vis")
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, epochs=1)]) == 0
+    (run,) = run_dirs(out)
+    return tiny_mars, out, run
+
+
+def _assert_picture(path, min_size=(100, 60)):
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    assert img.shape[1] >= min_size[0] and img.shape[0] >= min_size[1]
+    assert img.std() > 10.0, f"{path} is (nearly) blank"
+    return img
+
+
+def test_training_writes_curves(trained_run):
+    _, _, run = trained_run
+    img = _assert_picture(run / "curves.png")
+    assert img.shape[:2] == (400, 1500)          # figsize 15 x 4 at 100 dpi
+
+
+def test_curves_command(trained_run, tmp_path):
+    _, _, run = trained_run
+    assert visualize.main(["curves", str(run)]) == 0
+    assert visualize.main(["curves", str(tmp_path)]) == 2        # no metrics.json
+
+
+def test_ranks_command(trained_run):
+    root, out, run = trained_run
+    weight = run / "checkpoint_ep1.pth"
+    opts = tiny_opts(root, out) + ["TEST.WEIGHT", str(weight), "OUTPUT_DIR", str(run)]
+    assert visualize.main(["ranks", "--num-queries", "2", "--topk", "3", *opts]) == 0
+    pngs = sorted((run / "ranks").glob("query_*.png"))
+    assert len(pngs) == 2
+    img = _assert_picture(pngs[0])
+    # 4 query frames + gap + 3 bordered gallery cells of 64 px at 128 px height
+    assert img.shape[1] == 4 * 64 + 20 + 3 * (64 + 8 + 4)
+    assert img.shape[0] == 128 + 8 + 18 + 16
+    # green (same id) or red (other id) borders are drawn
+    colors = {tuple(c) for c in img.reshape(-1, 3).astype(int)}
+    assert (40, 170, 60) in colors or (210, 40, 40) in colors
+
+
+def test_attention_command(trained_run):
+    root, out, run = trained_run
+    opts = tiny_opts(root, out) + ["TEST.WEIGHT", str(run / "checkpoint_ep1.pth"),
+                                   "OUTPUT_DIR", str(run)]
+    assert visualize.main(["attention", "--tracklet", "1", *opts]) == 0
+    (png,) = (run / "attention").glob("query_0001.png")
+    img = _assert_picture(png)
+    assert img.shape[0] == 4 * (128 + 6) + 6          # frames + identity + two attribute rows
+
+
+def test_commands_fail_clearly_without_checkpoint(trained_run, capsys, tmp_path):
+    root, out, _ = trained_run
+    assert visualize.main(["ranks", *tiny_opts(root, out)]) == 2
+    assert "TEST.WEIGHT" in capsys.readouterr().err
+    missing = tmp_path / "none.pth"
+    assert visualize.main(["attention", *tiny_opts(root, out), "TEST.WEIGHT", str(missing)]) == 2
+    assert "none.pth" in capsys.readouterr().err
+
+
+def test_metrics_json_feeds_curves(trained_run):
+    _, _, run = trained_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] and "lr" in metrics["epochs"][0]
