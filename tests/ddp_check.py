@@ -8,7 +8,7 @@ import torch.distributed as dist
 import main_baseline
 from config import get_cfg
 from data import make_data_loaders
-from tests.test_engine import tiny_opts
+from tests.conftest import tiny_opts
 from utils.comm import get_rank, init_distributed
 
 

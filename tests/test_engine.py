@@ -4,41 +4,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import main_baseline
-from data.synthetic import write_synthetic_dataset
 from engine import convert_sync_bn
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_dirs, tiny_opts
 from utils.checkpoint import load_file
-
-
-@pytest.fixture(scope="module")
-def tiny_mars(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "mars"
-    write_synthetic_dataset(root, fmt="mars", ids=8, tracklets=3, frames=6, size=(32, 16), seed=1)
-    return root
-
-
-def tiny_opts(root: Path, out: Path, epochs: int = 2) -> list[str]:
-    return [
-        "MODEL.DEVICE", "cpu", "MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
-        "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING", "2",
-        "DATASETS.NAME", "mars", "DATASETS.ROOT_DIR", str(root), "DATASETS.SEQ_LEN", "2",
-        "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.SEQS_PER_BATCH", "4",
-        "SOLVER.MAX_EPOCHS", str(epochs), "SOLVER.EVAL_PERIOD", "2",
-        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.STEPS", "[1]", "TEST.CLIPS_PER_BATCH", "8", "OUTPUT_DIR", str(out),
-    ]
-
-
-def run_dirs(out: Path) -> list[Path]:
-    return sorted(p for p in out.iterdir() if p.is_dir())
 
 
 def test_train_then_evaluate_end_to_end(tiny_mars, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import main_baseline
-from tests.test_engine import run_dirs, tiny_mars, tiny_opts  # noqa: F401  (fixture)
+from tests.conftest import run_dirs, tiny_opts
 from utils.checkpoint import load_file
 
 
@@ -40,6 +40,13 @@ class _NanAt(_SignalAfter):
         return out
 
 
+def iterations_per_epoch(root, out) -> int:
+    from config import load_cfg
+    from data import make_data_loaders
+
+    return len(make_data_loaders(load_cfg(None, tiny_opts(root, out)))[0])
+
+
 def _patch_loss(monkeypatch, wrapper, n):
     real = main_baseline.make_loss
     monkeypatch.setattr(main_baseline, "make_loss",
@@ -49,14 +56,15 @@ def _patch_loss(monkeypatch, wrapper, n):
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tiny_mars, tmp_path, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, full, 2)]) == 0
-    iters_per_epoch = load_file(str(run_dirs(full)[0] / "checkpoint_ep1.pth"))["iteration"] or 0
-    _patch_loss(monkeypatch, _SignalAfter, 4)          # epoch 1 has 4 iterations: dies in epoch 2
+    n = iterations_per_epoch(tiny_mars, full)
+    assert n >= 3
+    _patch_loss(monkeypatch, _SignalAfter, n + 2)      # the second iteration of epoch 2
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2)]) == 130
     monkeypatch.undo()
     (first,) = run_dirs(part)
     state = load_file(str(first / "interrupted.pth"))
     assert (first / "last_checkpoint").read_text().strip() == "interrupted.pth"
-    assert state["epoch"] == 0 and state["iteration"] == 4 and iters_per_epoch == 0
+    assert state["epoch"] == 1 and state["iteration"] == 2
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
                                "--resume", str(first / "interrupted.pth")]) == 0
     a = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))["model"]
@@ -68,7 +76,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tiny_mars, tmp_path
 def test_nan_loss_stops_with_term_name_and_keeps_checkpoint(tiny_mars, tmp_path, monkeypatch,
                                                             capsys):
     out = tmp_path / "nan"
-    _patch_loss(monkeypatch, _NanAt, 6)                # epoch 2, second iteration
+    _patch_loss(monkeypatch, _NanAt, iterations_per_epoch(tiny_mars, out) + 2)   # epoch 2
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 2)]) == 2
     err = capsys.readouterr().err
     assert "loss_triplet" in err and "epoch 2" in err

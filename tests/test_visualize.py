@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 import main_baseline
-from tests.test_engine import run_dirs, tiny_mars, tiny_opts  # noqa: F401  (fixture)
+from tests.conftest import run_dirs, tiny_opts
 from utils import visualize
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_mars, tmp_path_factory):  # noqa: F811
+def trained_run(tiny_mars, tmp_path_factory):
     out = tmp_path_factory.mktemp("vis")
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, epochs=1)]) == 0
     (run,) = run_dirs(out)
