@@ -1,0 +1,119 @@
+"""Config adapters: the dataset and the train / query / gallery loaders of a config."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
+
+from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.samplers import RandomBatchSampler, RandomIdentitySampler
+from data.transforms import build_transforms
+from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
+from utils.comm import get_rank, get_world_size
+from utils.errors import UserError
+
+__all__ = ["attribute_mode", "build_dataset", "make_data_loaders"]
+
+logger = logging.getLogger("reid.data")
+
+IDENTITY_SAMPLERS = ("triplet", "softmax_triplet")
+
+
+def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
+    """Parse the dataset DATASETS.NAME at DATASETS.ROOT_DIR.
+
+    MARS and DukeMTMC-VideoReID read their attribute CSV when ATTR_RECOG_ON is True (without
+    it, ``attr_lens`` is None and no CSV is needed).
+
+    Raises:
+        UserError: empty or missing root, missing files (all listed), malformed annotations.
+    """
+    name, root = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR
+    if name not in DATASET_CLASSES:
+        raise UserError(f"Unknown DATASETS.NAME {name!r}; allowed: "
+                        f"{', '.join(DATASET_CLASSES)}.")
+    if not root:
+        raise UserError("DATASETS.ROOT_DIR is empty: set it to the dataset folder, e.g. "
+                        "DATASETS.ROOT_DIR data/mars.")
+    if name in ("mars", "duke"):
+        return DATASET_CLASSES[name](root, attributes=cfg.ATTR_RECOG_ON)
+    return DATASET_CLASSES[name](root)
+
+
+def attribute_mode(cfg: CfgNode, dataset: VideoReIDDataset) -> str:
+    """The attribute target encoding: DATASETS.ATTRIBUTE_LOSS, or "none" without attributes."""
+    if not cfg.ATTR_RECOG_ON or dataset.attr_lens is None:
+        return "none"
+    return cfg.DATASETS.ATTRIBUTE_LOSS
+
+
+def _worker_init(worker_id: int) -> None:
+    # One intra-op thread per worker: the workers already run in parallel. No seeding is
+    # needed: every random draw of the data code comes from per-sample seeds.
+    torch.set_num_threads(1)
+
+
+def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
+                      ) -> tuple[DataLoader, DataLoader, DataLoader, VideoReIDDataset]:
+    """Train, query and gallery loaders of the config, and the dataset.
+
+    Train: batches of SOLVER.SEQS_PER_BATCH (per process: divided by the world size) from a
+    :class:`RandomIdentitySampler` (SAMPLER "triplet"/"softmax_triplet") or a
+    :class:`RandomBatchSampler` ("softmax"), drop_last; items
+    ``(clips (B, T, 3, H, W), pids (B,), camids (B,), attrs)`` with attrs a list of two
+    (B, width) float tensors ("bce"), a (B, n_attr) LongTensor ("mce") or an empty (B, 0)
+    LongTensor. Call ``train_loader.batch_sampler.set_epoch(e)`` before each epoch.
+    Query / gallery: one tracklet per item ``(clips (N, T, 3, H, W), pid, camid, attr_idx)``,
+    not split across processes.
+
+    Args:
+        cfg: the config.
+        dataset: an already parsed dataset (default: :func:`build_dataset`).
+
+    Raises:
+        UserError: dataset errors; a batch that cannot be formed (see the samplers).
+    """
+    if dataset is None:
+        dataset = build_dataset(cfg)
+    world, rank = get_world_size(), get_rank()
+    seed = cfg.RANDOM_SEED
+    if seed < 0:
+        raise UserError(f"RANDOM_SEED must be >= 0 (it seeds numpy generators); got {seed}.")
+    batch = cfg.SOLVER.SEQS_PER_BATCH
+    if cfg.DATALOADER.SAMPLER in IDENTITY_SAMPLERS:
+        batch_sampler = RandomIdentitySampler([t[1] for t in dataset.train], batch,
+                                              cfg.DATALOADER.NUM_INSTANCE, seed, world, rank)
+    else:
+        batch_sampler = RandomBatchSampler(len(dataset.train), batch, seed, world, rank)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    common = dict(num_workers=workers, persistent_workers=workers > 0,
+                  pin_memory=cfg.MODEL.DEVICE == "cuda" and torch.cuda.is_available(),
+                  worker_init_fn=_worker_init if workers > 0 else None)
+    shared = dict(seq_len=cfg.DATASETS.SEQ_LEN, shuffle_frames=cfg.DATASETS.SHUFFLE_FRAMES,
+                  seed=seed, read_retries=cfg.DATALOADER.READ_RETRIES)
+    train_set = VideoTrainDataset(
+        dataset.train, transform=build_transforms(cfg, is_train=True),
+        sample_method=cfg.DATASETS.TRAIN_SAMPLE_METHOD, attr_mode=attribute_mode(cfg, dataset),
+        attr_lens=dataset.attr_lens, **shared)
+    # A private generator: creating loader iterators never touches the global RNG.
+    train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
+                              generator=torch.Generator().manual_seed(seed), **common)
+    test_transform = build_transforms(cfg, is_train=False)
+    query_loader, gallery_loader = (
+        DataLoader(VideoTestDataset(tracklets, transform=test_transform,
+                                    sample_method=cfg.DATASETS.TEST_SAMPLE_METHOD,
+                                    max_clips=cfg.DATASETS.TEST_MAX_SEQ_NUM,
+                                    stream=STREAMS[name], **shared),
+                   batch_size=None, shuffle=False,
+                   generator=torch.Generator().manual_seed(seed), **common)
+        for name, tracklets in (("query", dataset.query), ("gallery", dataset.gallery)))
+    logger.info("Train loader: %d batches of %d tracklets per epoch%s (%s sampler, %d "
+                "workers); test: %d query and %d gallery tracklets, %s clips.",
+                len(batch_sampler), batch_sampler.per_rank,
+                f" per process ({world} processes)" if world > 1 else "",
+                cfg.DATALOADER.SAMPLER, workers, len(dataset.query), len(dataset.gallery),
+                cfg.DATASETS.TEST_SAMPLE_METHOD)
+    return train_loader, query_loader, gallery_loader, dataset

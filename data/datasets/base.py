@@ -1,0 +1,191 @@
+"""Common part of the video re-ID datasets: file checks, relabelling, attributes, statistics.
+
+A tracklet is the tuple ``(img_paths: tuple[str, ...], pid: int, camid: int,
+attributes: tuple[int, ...])`` with a 0-based ``camid`` and the attribute class indices in CSV
+order (an empty tuple for datasets without attributes; -1 for each attribute of a gallery
+tracklet without a row, such as the distractors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from data.attributes import AttributeSchema, load_attribute_table
+from utils.errors import UserError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "AttributeLookup",
+    "Tracklet",
+    "VideoReIDDataset",
+    "check_required_paths",
+    "relabel_pids",
+    "two_camera_split",
+]
+
+logger = logging.getLogger("reid.data")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+Tracklet = tuple[tuple[str, ...], int, int, tuple[int, ...]]
+
+
+def check_required_paths(dataset: str, required: Sequence[tuple[str, str]],
+                         where: str) -> None:
+    """Raise one UserError listing every missing path.
+
+    Args:
+        dataset: dataset name for the message.
+        required: ``(path, "dir" | "file")`` pairs.
+        where: where to get the files (appended to the message).
+    """
+    missing = [p for p, kind in required
+               if not (os.path.isdir(p) if kind == "dir" else os.path.isfile(p))]
+    if missing:
+        lines = "\n".join(f"  - {p}" for p in missing)
+        raise UserError(f"{dataset}: {len(missing)} required path(s) are missing:\n{lines}\n"
+                        f"{where}")
+
+
+def relabel_pids(pids: Sequence[int]) -> dict[int, int]:
+    """Map the distinct pids, in sorted order, to 0..N-1."""
+    return {pid: label for label, pid in enumerate(sorted(set(pids)))}
+
+
+def _person_tracklet(folder: str) -> tuple[str, ...]:
+    """Sorted image paths of a person folder (one tracklet)."""
+    names = sorted(n for n in os.listdir(folder)
+                   if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise UserError(f"Tracklet folder '{folder}' holds no image. Fix: re-extract the "
+                        "dataset.")
+    return tuple(os.path.join(folder, n) for n in names)
+
+
+def _person_number(folder: str) -> int:
+    digits = "".join(ch for ch in os.path.basename(folder) if ch.isdigit())
+    if not digits:
+        raise UserError(f"Person folder '{folder}' has no number in its name. Fix: remove it.")
+    return int(digits)
+
+
+def two_camera_split(cams: Sequence[str], train_persons: Sequence[str],
+                     test_persons: Sequence[str]) -> tuple[list[Tracklet], ...]:
+    """Train / query / gallery of a two-camera dataset of ``<cam>/<person>/`` image folders.
+
+    Train = both cameras of ``train_persons`` (pids relabelled in sorted order); query =
+    camera 0 and gallery = camera 1 of ``test_persons``. A pid is the number in the person
+    folder's name.
+
+    Args:
+        cams: the two camera folders.
+        train_persons: person folder names for training.
+        test_persons: person folder names for test.
+
+    Raises:
+        UserError: a person folder missing in a camera, without images or without a number.
+    """
+    for p in (*train_persons, *test_persons):
+        for cam in cams:
+            if not os.path.isdir(os.path.join(cam, p)):
+                raise UserError(f"'{os.path.join(cam, p)}' is missing (every person of the "
+                                "split needs both cameras). Fix: re-extract the dataset.")
+    labels = relabel_pids([_person_number(p) for p in train_persons])
+    train = [(_person_tracklet(os.path.join(cams[c], p)), labels[_person_number(p)], c, ())
+             for p in train_persons for c in (0, 1)]
+    query, gallery = ([(_person_tracklet(os.path.join(cams[c], p)), _person_number(p), c, ())
+                       for p in test_persons] for c in (0, 1))
+    return train, query, gallery
+
+
+class VideoReIDDataset:
+    """Parsed video re-ID dataset: three lists of tracklets and the attribute schema.
+
+    Attributes:
+        train: training tracklets, pids relabelled 0..num_train_pids-1.
+        query: query tracklets (original pids).
+        gallery: gallery tracklets (original pids; distractors have pid 0).
+        num_train_pids: number of training identities.
+        attr_lens: class counts per attribute group, or None without attributes.
+        attr_names: attribute names in CSV order (empty without attributes).
+        attr_groups: attribute names per group (empty without attributes).
+    """
+
+    name = "video"
+
+    def __init__(self, train: list[Tracklet], query: list[Tracklet], gallery: list[Tracklet],
+                 schema: AttributeSchema | None = None, verbose: bool = True) -> None:
+        self.train, self.query, self.gallery = train, query, gallery
+        self.num_train_pids = len({t[1] for t in train})
+        self.attr_lens = schema.attr_lens if schema is not None else None
+        self.attr_names = schema.names if schema is not None else []
+        self.attr_groups = [list(g) for g in schema.groups] if schema is not None else []
+        if verbose:
+            self.log_statistics()
+
+    def statistics(self) -> dict[str, tuple[int, int, int]]:
+        """``{subset: (ids, tracklets, frames)}`` for train, query and gallery."""
+        return {name: (len({t[1] for t in subset}), len(subset), sum(len(t[0]) for t in subset))
+                for name, subset in (("train", self.train), ("query", self.query),
+                                     ("gallery", self.gallery))}
+
+    def log_statistics(self) -> None:
+        """Log a table of ids / tracklets / frames per subset (logger "reid.data")."""
+        rows = self.statistics()
+        lines = [f"{self.name} statistics:",
+                 "  subset   |   # ids | # tracklets |  # frames",
+                 "  ---------+---------+-------------+----------"]
+        lines += [f"  {k:<8} | {i:7d} | {t:11d} | {f:9d}" for k, (i, t, f) in rows.items()]
+        if self.attr_lens is not None:
+            lens = [sum(g) for g in self.attr_lens]
+            lines.append(f"  attributes: {len(self.attr_names)} in {len(lens)} groups "
+                         f"(one-hot widths {lens})")
+        logger.info("\n".join(lines))
+
+
+class AttributeLookup:
+    """Find each tracklet's attribute row by (pid, 1-based camera, tracklet number).
+
+    Args:
+        csv_path: the attribute CSV.
+        schema: the dataset's attribute schema.
+    """
+
+    def __init__(self, csv_path: str, schema: AttributeSchema) -> None:
+        self.csv_path = csv_path
+        self.table = load_attribute_table(csv_path, schema)
+        self.unknown = (-1,) * len(schema.names)
+
+    def rows(self, keys: Sequence[tuple[int, int, int]], first_paths: Sequence[str],
+             subset: str, required: bool = True) -> list[tuple[int, ...]]:
+        """The attribute tuple of every key; all -1 for distractors (pid 0) and absent rows.
+
+        Args:
+            keys: ``(pid, camera [1-based], tracklet number)`` per tracklet.
+            first_paths: the first image of each tracklet (named in errors).
+            subset: "train", "query" or "gallery" (named in messages).
+            required: a missing row (pid != 0) is an error; else a logged warning.
+
+        Raises:
+            UserError: a required row is missing; names the tracklet(s).
+        """
+        get = self.table.get
+        found = [get(k) if k[0] != 0 else self.unknown for k in keys]
+        missing = [i for i, row in enumerate(found) if row is None]
+        if missing and required:
+            shown = "\n".join(f"  - pid {keys[i][0]}, camera {keys[i][1]}, tracklet "
+                              f"{keys[i][2]} (first image {first_paths[i]})"
+                              for i in missing[:5])
+            more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UserError(f"{len(missing)} {subset} tracklet(s) have no row in the attribute "
+                            f"file '{self.csv_path}' (looked up by person_id, camera_id, "
+                            f"tracklets_id):\n{shown}{more}\nFix: use the attribute file that "
+                            "belongs to this split, or set ATTR_RECOG_ON False to train "
+                            "without attributes.")
+        if missing:
+            logger.warning("%d %s tracklet(s) (not distractors) have no row in '%s'; their "
+                           "attributes count as unknown (-1).", len(missing), subset,
+                           self.csv_path)
+        return [row if row is not None else self.unknown for row in found]

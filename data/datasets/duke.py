@@ -1,0 +1,163 @@
+"""DukeMTMC-VideoReID (Wu et al., CVPR 2018) with the attribute annotations of the AITL paper.
+
+Reference: Y. Wu et al., "Exploit the Unknown Gradually: One-Shot Video-Based Person
+Re-Identification by Stepwise Learning", CVPR 2018.
+
+Layout (SPEC §2)::
+
+    root/train/<pid>/<tracklet>/PPPP_Cc_Ffff_X....jpg     (camera digit at index 6, 1-based)
+    root/query/<pid>/<tracklet>/...
+    root/gallery/<pid>/<tracklet>/...   (also holds every query tracklet)
+    root/duke_attributes.csv
+
+The tracklet number of the attribute lookup is the tracklet folder's name. The evaluated
+gallery is the whole gallery folder. Published counts: train 702 ids / 2196 tracklets, query
+702 / 702, gallery 1110 ids / 2636 tracklets.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from data.attributes import DUKE_SCHEMA
+from data.datasets.base import (
+    IMAGE_EXTENSIONS,
+    AttributeLookup,
+    Tracklet,
+    VideoReIDDataset,
+    check_required_paths,
+)
+from utils.errors import UserError
+
+__all__ = ["DukeVideo", "scan_tracklet_folders"]
+
+_WHERE = ("Get DukeMTMC-VideoReID.zip from https://github.com/Yu-Wu/DukeMTMC-VideoReID and "
+          "duke_attributes.csv from the AITL code release; arrange them as described in the "
+          "README (Data preparation), and set DATASETS.ROOT_DIR to the folder that holds them.")
+
+
+def _sorted_entries(path: str, dirs: bool) -> list[os.DirEntry]:
+    with os.scandir(path) as it:
+        entries = [e for e in it if not e.name.startswith(".")
+                   and (e.is_dir() if dirs else
+                        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))]
+    return sorted(entries, key=lambda e: e.name)
+
+
+def _numeric_dirs(path: str) -> list[os.DirEntry]:
+    entries = _sorted_entries(path, dirs=True)
+    for e in entries:
+        if not e.name.isdigit():
+            raise UserError(f"'{e.path}': expected <pid>/<tracklet>/ folders with numeric "
+                            "names. Fix: remove the folder or re-extract the dataset.")
+    return entries
+
+
+def scan_tracklet_folders(split_dir: str) -> list[tuple[int, int, str, list[str]]]:
+    """Every ``<pid>/<tracklet>/`` folder of ``split_dir`` with its sorted image names.
+
+    Args:
+        split_dir: a folder of pid folders, each holding tracklet folders of images.
+
+    Returns:
+        ``(pid, tracklet number, folder path, image names)`` per tracklet, in sorted folder
+        order.
+
+    Raises:
+        UserError: a pid or tracklet folder name that is not a number, or an empty tracklet.
+    """
+    out = []
+    for pid_entry in _numeric_dirs(split_dir):
+        for tr_entry in _numeric_dirs(pid_entry.path):
+            names = [e.name for e in _sorted_entries(tr_entry.path, dirs=False)]
+            if not names:
+                raise UserError(f"Tracklet folder '{tr_entry.path}' holds no image. Fix: "
+                                "re-extract the dataset or remove the folder.")
+            out.append((int(pid_entry.name), int(tr_entry.name), tr_entry.path, names))
+    return out
+
+
+def _duke_split(root: str, split: str) -> tuple[list[tuple[str, ...]], list[int], list[int],
+                                                list[int]]:
+    """Paths, pids, 0-based cameras and tracklet numbers of one split folder.
+
+    The image names are checked as one character matrix: within a tracklet they must share
+    pid and camera (``PPPP_Cc``), and the pid must be the folder's.
+    """
+    split_dir = os.path.join(root, split)
+    folders = scan_tracklet_folders(split_dir)
+    if not folders:
+        raise UserError(f"'{split_dir}' holds no <pid>/<tracklet>/ folder. Fix: re-extract "
+                        "DukeMTMC-VideoReID.zip.")
+    all_names = [n for *_, names in folders for n in names]
+    lengths = np.array([len(names) for *_, names in folders])
+    chars = np.array(all_names)
+    chars = chars.view(np.uint32).reshape(len(all_names), -1)[:, :7]  # (F, 7) code points
+    firsts = np.cumsum(lengths) - lengths                               # (N,)
+    differs = (chars != np.repeat(chars[firsts], lengths, axis=0)).any(axis=1)
+    head = chars[firsts].astype(np.int64)                               # (N, 7)
+    digits = head[:, [0, 1, 2, 3, 6]] - ord("0")
+    well_formed = ((digits >= 0) & (digits <= 9)).all(axis=1) & (head[:, 4] == ord("_")) \
+        & (head[:, 5] == ord("C"))
+    pids = np.array([f[0] for f in folders])
+    name_pid = digits[:, :4] @ np.array([1000, 100, 10, 1])
+    bad = ~well_formed | (name_pid != pids) | (digits[:, 4] < 1)
+    if differs.any() or bad.any():
+        i = int(np.argmax(bad)) if bad.any() else int(
+            np.searchsorted(np.cumsum(lengths), int(np.argmax(differs)), side="right"))
+        _, _, folder, names = folders[i]
+        raise UserError(f"Tracklet folder '{folder}' "
+                        f"(image {names[0]}): every image of a tracklet must be named "
+                        "PPPP_Cc_... with the folder's pid and one camera c >= 1. Fix: "
+                        "re-extract DukeMTMC-VideoReID.zip.")
+    sep = os.sep
+    paths = [tuple(f"{folder}{sep}{n}" for n in names) for *_, folder, names in folders]
+    tids = [f[1] for f in folders]
+    return paths, pids.tolist(), (digits[:, 4] - 1).tolist(), tids
+
+
+class DukeVideo(VideoReIDDataset):
+    """The DukeMTMC-VideoReID dataset (train / query / gallery tracklets and attributes).
+
+    Train pids are relabelled 0..N-1 in sorted order; cameras become 0-based. The gallery is
+    the whole gallery folder (the query tracklets are in it, as in the official protocol).
+    Every train and query tracklet must have an attribute row.
+
+    Args:
+        root: the DukeMTMC-VideoReID folder (see the module docstring for its layout).
+        attributes: read ``duke_attributes.csv`` (False: no attributes, no CSV needed).
+        verbose: log the statistics table.
+
+    Raises:
+        UserError: missing files (all listed), malformed folders or attribute rows.
+    """
+
+    name = "DukeMTMC-VideoReID"
+
+    def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
+        root = os.path.normpath(os.path.expanduser(root))
+        csv_path = os.path.join(root, "duke_attributes.csv")
+        required = [(os.path.join(root, s), "dir") for s in ("train", "query", "gallery")]
+        if attributes:
+            required.append((csv_path, "file"))
+        check_required_paths("DukeMTMC-VideoReID", required, _WHERE)
+        lookup = AttributeLookup(csv_path, DUKE_SCHEMA) if attributes else None
+        subsets = {}
+        for split in ("train", "query", "gallery"):
+            paths, pids, cams, tids = _duke_split(root, split)
+            if lookup is None:
+                attrs = [()] * len(paths)
+            else:
+                keys = [(p, c + 1, t) for p, c, t in zip(pids, cams, tids, strict=True)]
+                attrs = lookup.rows(keys, [p[0] for p in paths], split,
+                                    required=split != "gallery")
+            labels = pids
+            if split == "train":
+                labels = np.unique(pids, return_inverse=True)[1].tolist()
+            subsets[split] = [(p, lab, c, a) for p, lab, c, a in
+                              zip(paths, labels, cams, attrs, strict=True)]
+        train: list[Tracklet] = subsets["train"]
+        super().__init__(train, subsets["query"], subsets["gallery"],
+                         DUKE_SCHEMA if attributes else None, verbose)

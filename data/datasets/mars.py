@@ -1,0 +1,246 @@
+"""MARS (Zheng et al., ECCV 2016) with the attribute annotations of the AITL paper.
+
+Reference: L. Zheng et al., "MARS: A Video Benchmark for Large-Scale Person
+Re-Identification", ECCV 2016.
+
+Layout (SPEC §2)::
+
+    root/bbox_train/<pid4>/<name>   root/bbox_test/<pid4>/<name>
+    root/info/train_name.txt  test_name.txt           (one image name per line)
+    root/info/tracks_train_info.mat  (track_train_info: N x 4 [start, end, pid, camid])
+    root/info/tracks_test_info.mat   (track_test_info)
+    root/info/query_IDX.mat          (query_IDX: 1-based rows of the test table)
+    root/mars_attributes.csv
+
+Published counts, which the real split gives: train 625 ids / 8298 tracklets / 509,914
+frames; query 626 ids / 1980 tracklets; gallery 9330 tracklets (3248 distractors of pid 0,
+621 distinct pids with 0) after dropping the junk tracklets (pid -1).
+
+Parsing is vectorised: the name lists are read with one ``split()`` each and checked as a
+character matrix (one pid, one camera and one tracklet number per track row) with numpy; only
+the path strings are built in Python. The full split parses in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import scipy.io as sio
+
+from data.attributes import MARS_SCHEMA
+from data.datasets.base import AttributeLookup, Tracklet, VideoReIDDataset, check_required_paths
+from utils.errors import UserError
+
+__all__ = ["Mars"]
+
+_WHERE = ("Get the images (bbox_train.zip, bbox_test.zip) from the MARS page "
+          "(http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html), the info/ files from "
+          "https://github.com/liangzheng06/MARS-evaluation and mars_attributes.csv from the AITL "
+          "code release; arrange them as described in the README (Data preparation), and set "
+          "DATASETS.ROOT_DIR to the folder that holds them.")
+# Image name PPPPCcTttttFfff.jpg: the first 11 characters identify the tracklet.
+_KEY_CHARS = 11
+_DIGIT_WEIGHTS = np.array([1000, 100, 10, 1], dtype=np.int64)
+
+
+def _read_names(path: str) -> np.ndarray:
+    """The image names of a name list as a zero-padded uint8 character matrix (n, width)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    width = raw.find(b"\n")
+    lines = np.frombuffer(raw, np.uint8)
+    if (width > 0 and raw[width - 1] != ord("\r") and len(raw) % (width + 1) == 0
+            and (lines[width::width + 1] == 10).all()):
+        chars = lines.reshape(-1, width + 1)[:, :width]                 # one name per line
+    else:                                                              # general whitespace
+        names_b = raw.split()
+        chars = np.array(names_b) if names_b else np.zeros((0, 0), np.uint8)
+        chars = chars.view(np.uint8).reshape(len(names_b), chars.dtype.itemsize)
+    if chars.shape[0] == 0:
+        raise UserError(f"MARS name list '{path}' is empty. Fix: re-download the info/ files.")
+    if chars.shape[1] < _KEY_CHARS + 1:
+        bad = np.ones(len(chars), dtype=bool)
+    else:
+        digits = chars[:, [5, 7, 8, 9, 10]]
+        bad = ((chars[:, 4] != ord("C")) | (chars[:, 6] != ord("T"))
+               | (chars[:, _KEY_CHARS] != ord("F")) | (chars > 127).any(axis=1)
+               | ((digits < ord("0")) | (digits > ord("9"))).any(axis=1))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"MARS name list '{path}', name {i + 1}: {_name(chars, i)!r} is not a "
+                        "MARS image name (PPPPCcTttttFfff.jpg). Fix: re-download the info/ files.")
+    return chars
+
+
+def _name(chars: np.ndarray, i: int) -> str:
+    """Name ``i`` of a character matrix."""
+    return chars[i].tobytes().rstrip(b"\0").decode("ascii", errors="replace")
+
+
+def _image_paths(image_dir: str, chars: np.ndarray) -> list[str]:
+    """``<image_dir>/<name[:4]>/<name>`` for every name, built as one byte matrix."""
+    n, width = chars.shape
+    sep = os.sep.encode()
+    if not (chars[:, -1] != 0).all():                                  # names of unequal length
+        names = [row.tobytes().rstrip(b"\0").decode() for row in chars]
+        return [f"{image_dir}{os.sep}{m[:4]}{os.sep}{m}" for m in names]
+    prefix = np.frombuffer(os.fsencode(image_dir) + sep, np.uint8)
+    p = len(prefix)
+    out = np.empty((n, p + 5 + width + 1), np.uint8)                  # path + NUL separator
+    out[:, :p] = prefix
+    out[:, p:p + 4] = chars[:, :4]
+    out[:, p + 4] = sep[0]
+    out[:, p + 5:-1] = chars
+    out[:, -1] = 0
+    return os.fsdecode(out.tobytes()).split("\0")[:-1]
+
+
+def _load_mat(path: str, key: str) -> np.ndarray:
+    try:
+        mat = sio.loadmat(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Cannot read '{path}': {e}. Fix: re-download the MARS info/ files.") \
+            from None
+    if key not in mat:
+        raise UserError(f"'{path}' has no variable '{key}' (it holds "
+                        f"{sorted(k for k in mat if not k.startswith('__'))}). Fix: re-download "
+                        "the MARS info/ files.")
+    return np.asarray(mat[key]).astype(np.int64)
+
+
+def _load_tracks(path: str, key: str, num_names: int, names_path: str) -> np.ndarray:
+    """Track table (N, 4) [start, end, pid, camid], validated against the name list."""
+    table = _load_mat(path, key)
+    if table.ndim != 2 or table.shape[1] != 4:
+        raise UserError(f"'{path}' ({key}) must be an N x 4 table [start, end, pid, camid]; got "
+                        f"shape {table.shape}. Fix: re-download the MARS info/ files.")
+    start, end = table[:, 0], table[:, 1]
+    bad = (start < 1) | (end < start) | (end > num_names)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"'{path}' row {i + 1}: frames {start[i]}..{end[i]} are outside the "
+                        f"{num_names} names of '{names_path}'. Fix: use the info/ files of one "
+                        "MARS release.")
+    return table
+
+
+def _parse_tracks(table: np.ndarray, chars: np.ndarray, image_dir: str,
+                  table_path: str) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    """Frame paths of every track row, and its tracklet number from the image names.
+
+    Checks, vectorised over all frames, that each row's names share pid, camera and
+    tracklet number, and that these match the row's pid and camera.
+
+    Returns:
+        (paths per row, tracklet numbers (N,) int64).
+    """
+    starts = table[:, 0] - 1                                           # 0-based, (N,)
+    lengths = table[:, 1] - table[:, 0] + 1                            # (N,)
+    first_of_frame = np.repeat(starts, lengths)                        # (F,)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    frames = first_of_frame + offsets                                  # (F,) name index
+    differs = (chars[frames, :_KEY_CHARS] != chars[first_of_frame, :_KEY_CHARS]).any(axis=1)
+    pid, cam = table[:, 2], table[:, 3]
+    head = chars[starts].astype(np.int64)                              # (N, width)
+    pid_digits = (np.abs(pid)[:, None] // _DIGIT_WEIGHTS % 10) + ord("0")
+    pid_ok = np.where(pid[:, None] == -1, np.frombuffer(b"00-1", np.uint8)[None, :],
+                      pid_digits) == head[:, :4]
+    row_bad = ~pid_ok.all(axis=1) | (head[:, 5] - ord("0") != cam) | (cam < 1)
+    if differs.any() or row_bad.any():
+        if differs.any():
+            f = int(np.argmax(differs))
+            row = int(np.searchsorted(np.cumsum(lengths), f, side="right"))
+            what = (f"name {_name(chars, frames[f])} differs from the row's first name "
+                    f"{_name(chars, starts[row])}")
+        else:
+            row = int(np.argmax(row_bad))
+            what = (f"the row has pid {pid[row]}, camera {cam[row]} but its first name is "
+                    f"{_name(chars, starts[row])}")
+        raise UserError(f"'{table_path}' row {row + 1}: {what}; every track row must hold one "
+                        "pid, one camera and one tracklet. Fix: use the info/ files of one MARS "
+                        "release.")
+    tracklet_ids = (head[:, 7:11] - ord("0")) @ _DIGIT_WEIGHTS           # (N,)
+    paths = _image_paths(image_dir, chars)
+    ends = (starts + lengths).tolist()
+    return [tuple(paths[s:e]) for s, e in zip(starts.tolist(), ends, strict=True)], tracklet_ids
+
+
+class Mars(VideoReIDDataset):
+    """The MARS dataset (train / query / gallery tracklets and attributes).
+
+    Query = the test rows listed in ``query_IDX``; gallery = the other test rows. Junk
+    tracklets (pid -1) are dropped; distractors (pid 0) stay in the gallery with unknown
+    attributes. Train pids are relabelled 0..624 in sorted order; cameras become 0-based.
+    Every train and query tracklet must have an attribute row.
+
+    Args:
+        root: the MARS folder (see the module docstring for its layout).
+        attributes: read ``mars_attributes.csv`` (False: no attributes, no CSV needed).
+        verbose: log the statistics table.
+
+    Raises:
+        UserError: missing files (all listed), malformed split files or attribute rows.
+    """
+
+    name = "MARS"
+
+    def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
+        root = os.path.normpath(os.path.expanduser(root))
+        info = os.path.join(root, "info")
+        files = {k: os.path.join(info, k) for k in
+                 ("train_name.txt", "test_name.txt", "tracks_train_info.mat",
+                  "tracks_test_info.mat", "query_IDX.mat")}
+        csv_path = os.path.join(root, "mars_attributes.csv")
+        required = [(os.path.join(root, "bbox_train"), "dir"),
+                    (os.path.join(root, "bbox_test"), "dir"),
+                    *((p, "file") for p in files.values())]
+        if attributes:
+            required.append((csv_path, "file"))
+        check_required_paths("MARS", required, _WHERE)
+        lookup = AttributeLookup(csv_path, MARS_SCHEMA) if attributes else None
+
+        subsets = {}
+        for split, key, bbox in (("train", "track_train_info", "bbox_train"),
+                                 ("test", "track_test_info", "bbox_test")):
+            names_path = files[f"{split}_name.txt"]
+            table_path = files[f"tracks_{split}_info.mat"]
+            chars = _read_names(names_path)
+            table = _load_tracks(table_path, key, len(chars), names_path)
+            paths, tids = _parse_tracks(table, chars, os.path.join(root, bbox), table_path)
+            subsets[split] = (paths, table[:, 2], table[:, 3], tids)
+
+        q_path = files["query_IDX.mat"]
+        query_rows = _load_mat(q_path, "query_IDX").ravel() - 1
+        n_test = len(subsets["test"][0])
+        if query_rows.size == 0 or query_rows.min() < 0 or query_rows.max() >= n_test:
+            raise UserError(f"'{q_path}' must list 1-based rows of the {n_test}-row test table. "
+                            "Fix: use the info/ files of one MARS release.")
+        is_query = np.zeros(n_test, dtype=bool)
+        is_query[query_rows] = True
+        test_rows = np.arange(n_test)
+
+        train = self._tracklets(subsets["train"], np.arange(len(subsets["train"][0])),
+                                "train", lookup, relabel=True)
+        query = self._tracklets(subsets["test"], query_rows, "query", lookup)
+        gallery = self._tracklets(subsets["test"], test_rows[~is_query], "gallery", lookup)
+        super().__init__(train, query, gallery, MARS_SCHEMA if attributes else None, verbose)
+
+    @staticmethod
+    def _tracklets(subset: tuple, rows: np.ndarray, name: str, lookup: AttributeLookup | None,
+                   relabel: bool = False) -> list[Tracklet]:
+        """Tracklets of the given track rows, junk (pid -1) dropped."""
+        paths, pids, cams, tids = subset
+        rows = rows[pids[rows] != -1]
+        pid, cam, tid = pids[rows].tolist(), cams[rows].tolist(), tids[rows].tolist()
+        row_paths = [paths[r] for r in rows.tolist()]
+        if lookup is None:
+            attrs = [()] * len(rows)
+        else:
+            keys = list(zip(pid, cam, tid, strict=True))
+            attrs = lookup.rows(keys, [p[0] for p in row_paths], name, required=name != "gallery")
+        labels = pid
+        if relabel:
+            labels = np.unique(pids[rows], return_inverse=True)[1].tolist()
+        return [(p, lab, c - 1, a)
+                for p, lab, c, a in zip(row_paths, labels, cam, attrs, strict=True)]

@@ -1,0 +1,117 @@
+"""Clip sampling: pure, seeded functions from a frame count to frame indices (SPEC §2).
+
+No image is read here: every function maps the number of frames ``n`` of a tracklet and the
+clip length ``seq_len`` (T) to int64 index arrays into the tracklet's frame list. Where chance
+is involved, the caller passes the generator or seed, so a clip is a pure function of it.
+
+Example::
+
+    g = torch.Generator().manual_seed(0)
+    sample_random_clip(10, 4, g)          # e.g. array([3, 4, 5, 6])
+    sample_dense_clips(10, 4, 200, 0)     # array([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 8, 9]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["frame_order", "sample_dense_clips", "sample_evenly_clip", "sample_random_clip"]
+
+Seed = int | Sequence[int]
+
+
+def _check(n: int, seq_len: int) -> None:
+    if n < 1 or seq_len < 1:
+        raise ValueError(f"need at least one frame and seq_len >= 1; got n={n}, seq_len={seq_len}")
+
+
+def sample_random_clip(n: int, seq_len: int, generator: torch.Generator) -> np.ndarray:
+    """T consecutive frames from a random start ("random" sampling of the original).
+
+    The start is uniform in ``[0, max(0, n - T - 1)]`` (inclusive): the original's bound is one
+    short, so the last possible window ``[n - T, n)`` is never drawn; kept on purpose (SPEC §2).
+    When ``n < T`` the frames are repeated cyclically (0, 1, .., n-1, 0, 1, ..).
+
+    Args:
+        n: number of frames of the tracklet.
+        seq_len: clip length T.
+        generator: torch.Generator that draws the start.
+
+    Returns:
+        int64 array (T,) of frame indices.
+    """
+    _check(n, seq_len)
+    last_start = max(0, n - seq_len - 1)
+    begin = int(torch.randint(0, last_start + 1, (1,), generator=generator))
+    length = min(seq_len, n - begin)
+    return begin + np.arange(seq_len, dtype=np.int64) % length
+
+
+def sample_evenly_clip(n: int, seq_len: int) -> np.ndarray:
+    """T frames evenly spaced over the tracklet.
+
+    With ``n >= T`` the frames ``0, s, 2s, ..`` with stride ``s = (n - n % T) // T``; with
+    ``n < T`` the frames repeated cyclically.
+
+    Args:
+        n: number of frames of the tracklet.
+        seq_len: clip length T.
+
+    Returns:
+        int64 array (T,) of frame indices.
+    """
+    _check(n, seq_len)
+    steps = np.arange(seq_len, dtype=np.int64)
+    if n < seq_len:
+        return steps % n
+    return steps * ((n - n % seq_len) // seq_len)
+
+
+def sample_dense_clips(n: int, seq_len: int, max_clips: int, seed: Seed) -> np.ndarray:
+    """All consecutive chunks of T frames ("dense" test sampling of the original).
+
+    The frames are split into ``ceil(n / T)`` chunks ``[0, T), [T, 2T), ..``; the last chunk
+    is padded by cycling its own frames. When there are more than ``max_clips`` chunks, a
+    window of ``max_clips`` consecutive chunks is kept, its start drawn uniformly from ``seed``
+    (the original draws it from the global random state; here it is reproducible).
+
+    Args:
+        n: number of frames of the tracklet.
+        seq_len: clip length T.
+        max_clips: most clips kept (DATASETS.TEST_MAX_SEQ_NUM).
+        seed: seed (int or sequence of ints, for ``np.random.default_rng``) of the window.
+
+    Returns:
+        int64 array (N, T) of frame indices, N = min(ceil(n / T), max_clips).
+    """
+    _check(n, seq_len)
+    num = -(-n // seq_len)
+    first = 0
+    if num > max_clips:
+        first = int(np.random.default_rng(seed).integers(0, num - max_clips + 1))
+        num = max_clips
+    base = (first + np.arange(num, dtype=np.int64))[:, None] * seq_len    # (N, 1)
+    length = np.minimum(seq_len, n - base)                                 # (N, 1)
+    return base + np.arange(seq_len, dtype=np.int64)[None, :] % length     # (N, T)
+
+
+def frame_order(n: int, seed: Seed | None) -> np.ndarray:
+    """The frame order of a tracklet: a seeded permutation, or the identity when ``seed`` is None.
+
+    The original shuffles every tracklet's frame list once when the dataset is built
+    (DATASETS.SHUFFLE_FRAMES, SPEC §2); a permutation drawn from a per-tracklet seed gives the
+    same effect, reproducibly, in any process.
+
+    Args:
+        n: number of frames.
+        seed: seed (int or sequence of ints) of the permutation; None keeps temporal order.
+
+    Returns:
+        int64 array (n,): position k of the shuffled list holds frame ``order[k]``.
+    """
+    if seed is None:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng(seed).permutation(n).astype(np.int64)

@@ -1,0 +1,170 @@
+"""Torch datasets over tracklets: one augmented clip per training sample, all clips per test item.
+
+Training items are addressed by ``(index, sample_seed)`` pairs (see data/samplers.py): the
+seed drives the clip sampling and every augmentation draw through one ``torch.Generator``, so
+a sample is a pure function of the pair. Test items are addressed by tracklet index.
+
+Frame order (DATASETS.SHUFFLE_FRAMES, SPEC §2): the original shuffles every tracklet's frame
+list once at load time; here tracklet ``i`` of stream ``s`` (0 train, 1 query, 2 gallery)
+uses the permutation drawn from ``(seed, s, i)``, the same in every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from data.attributes import encode_attributes
+from data.datasets.base import Tracklet
+from data.samplers import sample_seeds
+from data.sampling import frame_order, sample_dense_clips, sample_evenly_clip, sample_random_clip
+from data.transforms import read_image
+
+__all__ = ["STREAMS", "VideoTestDataset", "VideoTrainDataset"]
+
+# Seed streams of the frame orders and test-time draws.
+STREAMS = {"train": 0, "query": 1, "gallery": 2}
+
+ClipFn = Callable[..., torch.Tensor]
+
+
+def _attribute_indices(tracklets: Sequence[Tracklet]) -> torch.Tensor:
+    """LongTensor (N, n_attr) of the tracklets' attribute class indices (-1 unknown)."""
+    n_attr = len(tracklets[0][3]) if tracklets else 0
+    return torch.tensor([t[3] for t in tracklets], dtype=torch.long).reshape(len(tracklets),
+                                                                               n_attr)
+
+
+class _TrackletFrames(Dataset):
+    """Shared part: frame order and the reading of selected frames."""
+
+    def __init__(self, tracklets: Sequence[Tracklet], seq_len: int, transform: ClipFn,
+                 shuffle_frames: bool, seed: int, stream: int, read_retries: int) -> None:
+        if not tracklets:
+            raise ValueError("no tracklets")
+        self.tracklets = list(tracklets)
+        self.seq_len = seq_len
+        self.transform = transform
+        self.shuffle_frames = shuffle_frames
+        self.seed = seed
+        self.stream = stream
+        self.read_retries = read_retries
+
+    def __len__(self) -> int:
+        return len(self.tracklets)
+
+    def _decoded(self, index: int, positions: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:
+        """Distinct images of ``positions`` and the index of each position among them."""
+        paths = self.tracklets[index][0]
+        seed = [self.seed, self.stream, index] if self.shuffle_frames else None
+        frames = frame_order(len(paths), seed)[positions]
+        uniq, inverse = np.unique(frames, return_inverse=True)
+        images = [read_image(paths[f], self.read_retries) for f in uniq.tolist()]
+        return images, inverse.reshape(positions.shape)
+
+
+class VideoTrainDataset(_TrackletFrames):
+    """Training clips: ``dataset[(index, sample_seed)] -> (clip, pid, camid, attrs)``.
+
+    Args:
+        tracklets: ``(img_paths, pid, camid, attributes)`` tuples (pids relabelled).
+        seq_len: clip length T.
+        transform: ``transform(images, generator) -> (T, 3, H, W)``, e.g. a training
+            :class:`data.transforms.ClipTransform`.
+        sample_method: "random" (T consecutive frames, random start) or "evenly".
+        attr_mode: "bce", "mce" or "none" (see :func:`data.attributes.encode_attributes`).
+        attr_lens: class counts per attribute group (None: no attributes).
+        shuffle_frames: shuffle each tracklet's frame order (seeded).
+        seed: RANDOM_SEED (frame orders).
+        read_retries: attempts per image.
+
+    Returns per item:
+        clip FloatTensor (T, 3, H, W), pid int, camid int, attrs: "bce" a list of FloatTensor
+        (sum(group lens),) per group, "mce" LongTensor (n_attr,), "none" LongTensor (0,).
+    """
+
+    def __init__(self, tracklets: Sequence[Tracklet], seq_len: int, transform: ClipFn,
+                 sample_method: str = "random", attr_mode: str = "none",
+                 attr_lens: Sequence[Sequence[int]] | None = None, shuffle_frames: bool = True,
+                 seed: int = 0, read_retries: int = 3) -> None:
+        super().__init__(tracklets, seq_len, transform, shuffle_frames, seed, STREAMS["train"],
+                         read_retries)
+        if sample_method not in ("random", "evenly"):
+            raise ValueError(f"unknown training sample method {sample_method!r}")
+        self.sample_method = sample_method
+        encoded = encode_attributes(_attribute_indices(self.tracklets), attr_lens, attr_mode)
+        self.attrs = encoded                      # list of (N, w) per group, or (N, n_attr)
+
+    def __getitem__(self, item: tuple[int, int]):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError("VideoTrainDataset items are (index, sample_seed) pairs; use a "
+                            "sampler of data.samplers")
+        index, sample_seed = int(item[0]), int(item[1])
+        _, pid, camid, _ = self.tracklets[index]
+        generator = torch.Generator().manual_seed(sample_seed)
+        n = len(self.tracklets[index][0])
+        if self.sample_method == "random":
+            positions = sample_random_clip(n, self.seq_len, generator)
+        else:
+            positions = sample_evenly_clip(n, self.seq_len)
+        images, inverse = self._decoded(index, positions)
+        clip = self.transform([images[i] for i in inverse.tolist()], generator)  # (T, 3, H, W)
+        attrs = ([a[index] for a in self.attrs] if isinstance(self.attrs, list)
+                 else self.attrs[index])
+        return clip, pid, camid, attrs
+
+
+class VideoTestDataset(_TrackletFrames):
+    """Test tracklets: ``dataset[index] -> (clips, pid, camid, attr_idx)``.
+
+    Args:
+        tracklets: ``(img_paths, pid, camid, attributes)`` tuples.
+        seq_len: clip length T.
+        transform: ``transform(images) -> (n, 3, H, W)``, e.g. a test
+            :class:`data.transforms.ClipTransform`.
+        sample_method: "dense" (all clips, at most ``max_clips``), "evenly" or "random" (one
+            clip each).
+        max_clips: most dense clips per tracklet (DATASETS.TEST_MAX_SEQ_NUM).
+        shuffle_frames: shuffle each tracklet's frame order (seeded).
+        seed: RANDOM_SEED (frame orders, dense windows, random clips).
+        stream: seed stream, :data:`STREAMS` ``["query"]`` or ``["gallery"]``.
+        read_retries: attempts per image.
+
+    Returns per item:
+        clips FloatTensor (N, T, 3, H, W), pid int, camid int, attr_idx LongTensor (n_attr,)
+        (-1 where unknown).
+    """
+
+    def __init__(self, tracklets: Sequence[Tracklet], seq_len: int, transform: ClipFn,
+                 sample_method: str = "dense", max_clips: int = 200, shuffle_frames: bool = True,
+                 seed: int = 0, stream: int = STREAMS["query"], read_retries: int = 3) -> None:
+        super().__init__(tracklets, seq_len, transform, shuffle_frames, seed, stream,
+                         read_retries)
+        if sample_method not in ("dense", "evenly", "random"):
+            raise ValueError(f"unknown test sample method {sample_method!r}")
+        self.sample_method = sample_method
+        self.max_clips = max_clips
+        self.attr_idx = _attribute_indices(self.tracklets)                      # (N, n_attr)
+
+    def clip_positions(self, index: int) -> np.ndarray:
+        """Positions in tracklet ``index``'s frame order of its clips, (N, T)."""
+        n = len(self.tracklets[index][0])
+        if self.sample_method == "dense":
+            return sample_dense_clips(n, self.seq_len, self.max_clips,
+                                      [self.seed, self.stream, index, 1])
+        if self.sample_method == "evenly":
+            return sample_evenly_clip(n, self.seq_len)[None]
+        seed = int(sample_seeds(self.seed, self.stream, np.array([index]))[0])
+        return sample_random_clip(n, self.seq_len, torch.Generator().manual_seed(seed))[None]
+
+    def __getitem__(self, index: int):
+        _, pid, camid, _ = self.tracklets[index]
+        positions = self.clip_positions(index)                                  # (N, T)
+        images, inverse = self._decoded(index, positions)
+        frames = self.transform(images)                                         # (U, 3, H, W)
+        clips = frames[torch.from_numpy(inverse)]                               # (N, T, 3, H, W)
+        return clips, pid, camid, self.attr_idx[index].clone()

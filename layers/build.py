@@ -1,0 +1,154 @@
+"""The training criterion (SPEC §4) and its config adapter ``make_loss``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from layers.aitl import triplet_and_aitl_losses
+from layers.attribute import (
+    ATTR_MODES,
+    attribute_group_vectors,
+    attribute_loss,
+    check_attr_lens,
+)
+from layers.center import CenterLoss
+from layers.cross_entropy import CrossEntropy, CrossEntropyLabelSmooth
+from layers.distance import check_metric
+from utils.errors import UserError
+
+
+class ReidCriterion(nn.Module):
+    """Identity, batch-hard triplet, AITL, attribute and (optional) center losses.
+
+    Returns a dict of weighted terms and their sum ``total``. With attributes:
+    ``total = id + (triplet + aitl_unrelated + aitl_related) / 3 + attr`` (the dict holds
+    ``triplet / 3`` etc.); without: ``total = id + triplet``; ``loss_center`` (weighted) is
+    added when the center loss is on. The triplet and both AITL terms share one feature
+    distance matrix.
+
+    Args:
+        num_classes: number of training identities.
+        margin: triplet margin (SOLVER.MARGIN).
+        metric: feature distance, "cosine" or "euclid" (DISTANCE).
+        label_smooth: label-smoothed (epsilon 0.1) identity loss (IF_LABELSMOOTH "on").
+        attr_mode: "bce", "mce" (DATASETS.ATTRIBUTE_LOSS) or None for no attribute terms.
+        attr_lens: class counts per attribute of the two groups; required with ``attr_mode``.
+        aitl_margin: AITL margin (SOLVER.AITL_MARGIN).
+        aitl_exclude_self: leave the anchor out of the AITL positives (SOLVER.AITL_EXCLUDE_SELF).
+        use_center: add the center loss on the pre-BN global feature.
+        feat_dim: feature dimension, required with ``use_center``.
+        center_weight: weight of the center loss (SOLVER.CENTER_LOSS_WEIGHT).
+    """
+
+    def __init__(self, num_classes: int, margin: float = 0.3, metric: str = "cosine",
+                 label_smooth: bool = True, attr_mode: str | None = None,
+                 attr_lens: Sequence[Sequence[int]] | None = None, aitl_margin: float = 0.0,
+                 aitl_exclude_self: bool = False, use_center: bool = False,
+                 feat_dim: int | None = None, center_weight: float = 0.0005):
+        super().__init__()
+        check_metric(metric)
+        if attr_mode is not None:
+            if attr_mode not in ATTR_MODES:
+                raise ValueError(f"attr_mode must be one of {ATTR_MODES} or None, "
+                                 f"got {attr_mode!r}")
+            if attr_lens is None:
+                raise ValueError(f"attr_mode {attr_mode!r} needs attr_lens")
+            check_attr_lens(attr_lens)
+        if use_center and not feat_dim:
+            raise ValueError("use_center needs feat_dim (the model's feature dimension)")
+        self.margin = margin
+        self.metric = metric
+        self.attr_mode = attr_mode
+        self.attr_lens = [list(g) for g in attr_lens] if attr_mode is not None else None
+        self.aitl_margin = aitl_margin
+        self.aitl_exclude_self = aitl_exclude_self
+        self.id_loss = CrossEntropyLabelSmooth(num_classes) if label_smooth else CrossEntropy()
+        self.center_weight = center_weight
+        self.center_loss = CenterLoss(num_classes, feat_dim) if use_center else None
+
+    def forward(self, outputs: Sequence, pids: torch.Tensor,
+                attrs: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """Args:
+            outputs: the model's train forward ``(cls_score (B, C), global_feat (B, D),
+                attr_logits)`` (attr_logits as in :func:`layers.attribute_group_vectors`;
+                ignored without ``attr_mode``).
+            pids: (B,) long identity labels.
+            attrs: encoded attribute targets ("bce": list of 2 (B, A_k) float tensors; "mce":
+                (B, n_attr) long); ignored without ``attr_mode``.
+
+        Returns:
+            ``loss_id``, ``loss_triplet`` [, ``loss_aitl_unrelated``, ``loss_aitl_related``,
+            ``loss_attr``] [, ``loss_center``] (weighted) and ``total``.
+        """
+        cls_score, global_feat, attr_logits = outputs
+        losses = {"loss_id": self.id_loss(cls_score, pids)}
+        if self.attr_mode is None:
+            triplet, _ = triplet_and_aitl_losses(global_feat, pids, [], self.metric, self.margin)
+            losses["loss_triplet"] = triplet
+        else:
+            if attr_logits is None:
+                raise ValueError("the criterion has attribute terms but the model returned no "
+                                 "attribute logits (is ATTR_RECOG_ON False for the model?)")
+            groups = attribute_group_vectors(attr_logits, self.attr_mode, self.attr_lens)
+            triplet, (unrelated, related) = triplet_and_aitl_losses(
+                global_feat, pids, groups, self.metric, self.margin, self.aitl_margin,
+                self.aitl_exclude_self)
+            losses["loss_triplet"] = triplet / 3
+            losses["loss_aitl_unrelated"] = unrelated / 3
+            losses["loss_aitl_related"] = related / 3
+            losses["loss_attr"] = attribute_loss(attr_logits, attrs, self.attr_mode)
+        if self.center_loss is not None:
+            losses["loss_center"] = self.center_weight * self.center_loss(global_feat, pids)
+        losses["total"] = sum(losses.values())
+        return losses
+
+    def extra_repr(self) -> str:
+        return (f"metric={self.metric!r}, margin={self.margin}, attr_mode={self.attr_mode!r}, "
+                f"aitl_margin={self.aitl_margin}, aitl_exclude_self={self.aitl_exclude_self}")
+
+
+def make_loss(cfg: CfgNode, num_classes: int, attr_lens: Sequence[Sequence[int]] | None = None,
+              feat_dim: int | None = None) -> ReidCriterion:
+    """The training criterion of a config.
+
+    Attribute terms are on when ``cfg.ATTR_RECOG_ON`` and the dataset has attributes. The
+    center loss is on only with SOLVER.USE_CENTER_LOSS True (the original never trains it,
+    even though the paper's config sets METRIC_LOSS_TYPE "triplet_center" and IF_WITH_CENTER
+    "yes"); it then also needs those two keys set so, and the triplet term stays.
+
+    Args:
+        cfg: config.
+        num_classes: number of training identities.
+        attr_lens: the dataset's class counts per attribute of the two groups, or None.
+        feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss.
+    """
+    use_center = bool(cfg.SOLVER.USE_CENTER_LOSS)
+    if use_center:
+        if cfg.MODEL.IF_WITH_CENTER != "yes" or "center" not in cfg.MODEL.METRIC_LOSS_TYPE:
+            raise UserError(
+                "SOLVER.USE_CENTER_LOSS True needs MODEL.IF_WITH_CENTER 'yes' and "
+                "MODEL.METRIC_LOSS_TYPE 'triplet_center' (got "
+                f"{cfg.MODEL.IF_WITH_CENTER!r} and {cfg.MODEL.METRIC_LOSS_TYPE!r}); set them, "
+                "or set SOLVER.USE_CENTER_LOSS False.")
+        if not feat_dim:
+            raise UserError("SOLVER.USE_CENTER_LOSS True: make_loss needs feat_dim (pass "
+                            "model.feat_dim).")
+    with_attr = cfg.ATTR_RECOG_ON and attr_lens is not None
+    return ReidCriterion(
+        num_classes,
+        margin=cfg.SOLVER.MARGIN,
+        metric=cfg.DISTANCE,
+        label_smooth=cfg.MODEL.IF_LABELSMOOTH == "on",
+        attr_mode=cfg.DATASETS.ATTRIBUTE_LOSS if with_attr else None,
+        attr_lens=attr_lens if with_attr else None,
+        aitl_margin=cfg.SOLVER.AITL_MARGIN,
+        aitl_exclude_self=cfg.SOLVER.AITL_EXCLUDE_SELF,
+        use_center=use_center,
+        feat_dim=feat_dim,
+        center_weight=cfg.SOLVER.CENTER_LOSS_WEIGHT,
+    )

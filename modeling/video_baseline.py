@@ -1,0 +1,302 @@
+"""VideoBaseline: backbone, temporal attention (TA), attribute streams (ASTA) and BNNeck head.
+
+Reference: Chen et al., "Attribute-aware Identity-hard Triplet Loss for Video-based Person
+Re-identification", arXiv 2006.07597. Behaviour: SPEC §3.
+
+Example:
+    >>> model = VideoBaseline(625, "resnet18", attr_lens=[[5, 6], [9, 2]], input_size=(64, 32))
+    >>> cls_score, global_feat, attr_logits = model(torch.randn(2, 4, 3, 64, 32))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from utils.errors import UserError
+
+from .attribute_heads import AttributeStreamBCE, AttributeStreamMCE
+from .backbones import build_backbone
+
+logger = logging.getLogger("reid.model")
+
+FUSION_METHODS = ("baseline", "TA", "ATTR_TA")
+ATTRIBUTE_LOSSES = ("bce", "mce")
+NECKS = ("bnneck", "no")
+NECK_FEATS = ("before", "after")
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{key} '{value}' is not one of {', '.join(allowed)}.")
+
+
+def feature_map_size(backbone: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the backbone map for frames of ``input_size`` (H, W).
+
+    Raises:
+        UserError: the input is too small for the backbone.
+    """
+    try:
+        return backbone.output_size(input_size)
+    except ValueError as e:
+        raise UserError(f"Input size {list(input_size)} (INPUT.SIZE_TRAIN) is too small for the "
+                        f"backbone: {e}.") from None
+
+
+def init_head_weights(module: nn.Module) -> None:
+    """Kaiming init: conv fan_in, linear fan_out; bias 0; BatchNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.ones_(m.weight)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def init_classifier_weights(module: nn.Module) -> None:
+    """Classifiers: weight N(0, 0.001), bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.001)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class _KeepNormStats:
+    """Restore BatchNorm running statistics on exit (the recomputation pass of checkpointing).
+
+    Recomputing a stage in the backward pass runs its BatchNorms in training mode a second
+    time; without this their running mean/var would be updated twice per step.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(buf, buf.clone()) for m in self.module.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                      for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+                      if buf is not None]
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for buf, value in self.saved:
+                buf.copy_(value)
+        self.saved = []
+
+
+class VideoBaseline(nn.Module):
+    """Video re-ID model of the paper (ARCH video_baseline).
+
+    Frames are folded into the batch for the backbone; the identity branch applies the TA
+    attention; with attributes, two streams (ID-irrelevant, ID-relevant) recognise attributes
+    from the detached backbone map and their attention maps re-weight the identity map
+    ("ATTR_TA": concat(F', A1*F', A2*F')); space and time are averaged; BNNeck head.
+
+    Args:
+        num_classes: number of training identities.
+        backbone: MODEL.NAME.
+        last_stride: MODEL.LAST_STRIDE.
+        fusion_method: "baseline" (no attention), "TA" or "ATTR_TA" (needs attributes; falls
+            back to "TA" with a warning without them).
+        neck: "bnneck" or "no".
+        neck_feat: eval feature "after" (BNNeck output) or "before" (pooled feature).
+        attr_lens: class counts per attribute of the two groups, e.g. MARS
+            ``[[5,6,2,2,2,2,2,2,2],[9,10,4,2,2,2,2,2,2,2,2,2]]``; None: no attribute streams.
+        attribute_loss: "bce" (one multi-label head per group) or "mce" (one head per attribute).
+        input_size: (H, W) of training frames; fixes h*w of the attribute attention layers.
+        grad_checkpoint: recompute the backbone stages in the backward pass (less memory).
+        channels_last: channels_last memory format for the convolutions.
+
+    Forward ``x`` (B, T, 3, H, W):
+        train -> (cls_score (B, num_classes), global_feat (B, D) before the BNNeck, attr_logits);
+        eval -> (feat (B, D), attr_logits). attr_logits: "bce" [(B, sum(attr_lens[0])),
+        (B, sum(attr_lens[1]))]; "mce" one (B, n_k) per attribute in CSV order; None without
+        attributes. D = ``feat_dim`` (3C for "ATTR_TA", else C).
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
+                 fusion_method: str = "ATTR_TA", neck: str = "bnneck", neck_feat: str = "after",
+                 attr_lens: list[list[int]] | None = None, attribute_loss: str = "bce",
+                 input_size: tuple[int, int] = (256, 128), grad_checkpoint: bool = False,
+                 channels_last: bool = False) -> None:
+        super().__init__()
+        _check_choice("MODEL.FUSION_METHOD", fusion_method, FUSION_METHODS)
+        _check_choice("DATASETS.ATTRIBUTE_LOSS", attribute_loss, ATTRIBUTE_LOSSES)
+        _check_choice("MODEL.NECK", neck, NECKS)
+        _check_choice("TEST.NECK_FEAT", neck_feat, NECK_FEATS)
+        if attr_lens is not None and (len(attr_lens) != 2 or not all(attr_lens)):
+            raise UserError(f"attr_lens must hold two non-empty groups of class counts, got "
+                            f"{attr_lens!r}.")
+        if fusion_method == "ATTR_TA" and attr_lens is None:
+            logger.warning("FUSION_METHOD ATTR_TA needs the attribute streams (ATTR_RECOG_ON "
+                           "True and a dataset with attributes); using TA.")
+            fusion_method = "TA"
+        self.fusion_method = fusion_method
+        self.attribute_loss = attribute_loss
+        self.neck = neck
+        self.neck_feat = neck_feat
+        self.attr_lens = attr_lens
+        self.grad_checkpoint = grad_checkpoint
+        self.channels_last = channels_last
+
+        self.base = build_backbone(backbone, last_stride)
+        c = self.base.out_channels
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.map_size = feature_map_size(self.base, self.input_size)
+        hw = self.map_size[0] * self.map_size[1]
+
+        if fusion_method != "baseline":
+            self.attention_conv = nn.Conv2d(c, 1, 3, padding=1)
+        if attr_lens is not None:
+            if attribute_loss == "bce":
+                self.multi_attr_recoger1 = AttributeStreamBCE(c, sum(attr_lens[0]), hw)
+                self.multi_attr_recoger2 = AttributeStreamBCE(c, sum(attr_lens[1]), hw)
+            else:
+                self.multi_attr_recoger1 = AttributeStreamMCE(c, attr_lens[0])
+                self.multi_attr_recoger2 = AttributeStreamMCE(c, attr_lens[1])
+                if fusion_method == "ATTR_TA":
+                    # learnable per-position weights combining the attributes' maps into the
+                    # group's map for the fusion; they start as the plain mean of the maps.
+                    # (Only where the fusion uses them: unused parameters would break DDP.)
+                    self.attention_fusion1 = nn.Parameter(torch.full(
+                        (1, len(attr_lens[0]), *self.map_size), 1 / len(attr_lens[0])))
+                    self.attention_fusion2 = nn.Parameter(torch.full(
+                        (1, len(attr_lens[1]), *self.map_size), 1 / len(attr_lens[1])))
+        self.feat_dim = 3 * c if fusion_method == "ATTR_TA" else c
+        if neck == "bnneck":
+            self.bottleneck = nn.BatchNorm1d(self.feat_dim)
+            self.bottleneck.bias.requires_grad_(False)  # BNNeck: frozen zero bias
+            self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
+        else:
+            self.classifier = nn.Linear(self.feat_dim, num_classes)
+
+        for name, child in self.named_children():
+            if name != "base":
+                init_head_weights(child)
+        init_classifier_weights(self.classifier)
+        for stream in (getattr(self, "multi_attr_recoger1", None),
+                       getattr(self, "multi_attr_recoger2", None)):
+            if stream is not None:
+                init_classifier_weights(stream)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @property
+    def attr_on(self) -> bool:
+        """Whether the attribute streams exist."""
+        return self.attr_lens is not None
+
+    # ------------------------------------------------------------------ pieces
+    def _backbone(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpoint and self.training and torch.is_grad_enabled()):
+            return self.base(x)
+
+        def contexts() -> tuple[contextlib.AbstractContextManager, _KeepNormStats]:
+            return contextlib.nullcontext(), _KeepNormStats(self.base)
+
+        for stage in self.base.stages():
+            x = checkpoint(stage, x, use_reentrant=False, context_fn=contexts)
+        return x
+
+    def _check_map_size(self, f: torch.Tensor) -> None:
+        size = tuple(f.shape[-2:])
+        if size != self.map_size and self.attr_on:
+            raise UserError(
+                f"The model was built for {self.input_size[0]}x{self.input_size[1]} frames "
+                f"(INPUT.SIZE_TRAIN: a {self.map_size[0]}x{self.map_size[1]} feature map that "
+                f"the attribute attention layers depend on); these frames give {size[0]}x"
+                f"{size[1]}. Use the same INPUT.SIZE_TEST as INPUT.SIZE_TRAIN.")
+
+    def _run(self, x: torch.Tensor) -> dict:
+        """Everything the forwards need; x (B, T, 3, H, W)."""
+        if x.dim() != 5:
+            raise ValueError(f"expected clips (B, T, 3, H, W), got shape {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        x = x.flatten(0, 1)                                      # (B*T, 3, H, W)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        f = self._backbone(x)                                    # (B*T, C, h, w)
+        self._check_map_size(f)
+
+        a_id = None
+        if self.fusion_method != "baseline":
+            a_id = torch.sigmoid(self.attention_conv(f))         # (B*T, 1, h, w)
+        attr_logits = maps = None
+        if self.attr_on:
+            fd = f.detach()  # attribute losses must not reach the backbone (SPEC §3)
+            logits1, att1 = self.multi_attr_recoger1(fd, t)
+            logits2, att2 = self.multi_attr_recoger2(fd, t)
+            if self.attribute_loss == "mce":
+                if self.fusion_method == "ATTR_TA":
+                    # (B*T, K, h, w) * (1, K, h, w) summed over K -> (B*T, 1, h, w)
+                    att1 = (att1 * self.attention_fusion1).sum(1, keepdim=True)
+                    att2 = (att2 * self.attention_fusion2).sum(1, keepdim=True)
+                else:  # no fusion: the mean map, for forward_attention only
+                    att1, att2 = att1.mean(1, keepdim=True), att2.mean(1, keepdim=True)
+                attr_logits = [*logits1, *logits2]
+            else:
+                attr_logits = [logits1, logits2]
+            maps = (att1, att2)
+
+        if a_id is None:
+            g = f.mean((2, 3))                                   # (B*T, C)
+        else:
+            if self.fusion_method == "ATTR_TA":
+                # concat(F', A1*F', A2*F') pooled == F pooled under these 3 weight maps
+                w = torch.cat([a_id, a_id * maps[0], a_id * maps[1]], 1)  # (B*T, 3, h, w)
+            else:
+                w = a_id
+            hw = f.shape[-2] * f.shape[-1]
+            g = torch.bmm(f.flatten(2), w.flatten(2).transpose(1, 2)) / hw  # (B*T, C, k)
+            g = g.transpose(1, 2).flatten(1)                     # (B*T, k*C), blocks in order
+        g = g.view(b, t, -1).mean(1)                             # (B, D)
+        return {"global_feat": g, "attr_logits": attr_logits, "identity_map": a_id,
+                "attr_maps": maps, "bt": (b, t)}
+
+    # ------------------------------------------------------------------ forwards
+    def forward(self, x: torch.Tensor):
+        """Train: (cls_score, global_feat, attr_logits); eval: (feat, attr_logits)."""
+        out = self._run(x)
+        g = out["global_feat"]
+        feat = self.bottleneck(g) if self.neck == "bnneck" else g
+        if self.training:
+            return self.classifier(feat), g, out["attr_logits"]
+        if self.neck == "bnneck" and self.neck_feat == "after":
+            return feat, out["attr_logits"]
+        return g, out["attr_logits"]
+
+    def forward_attention(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Attention maps of a clip batch x (B, T, 3, H, W).
+
+        Returns:
+            dict with "identity" (B, T, h, w) (None for "baseline") and the attribute streams'
+            spatio-temporal maps "unrelated" and "related" (B, T, h, w) (None without
+            attributes; in "mce" mode the fused group maps, or the mean of the attributes' maps
+            without the ATTR_TA fusion). Call it in eval mode.
+        """
+        out = self._run(x)
+        b, t = out["bt"]
+
+        def shaped(m: torch.Tensor | None) -> torch.Tensor | None:
+            return None if m is None else m.reshape(b, t, *m.shape[-2:])
+
+        maps = out["attr_maps"] or (None, None)
+        return {"identity": shaped(out["identity_map"]), "unrelated": shaped(maps[0]),
+                "related": shaped(maps[1])}
+
+    def extra_repr(self) -> str:
+        attrs = self.attribute_loss if self.attr_on else "off"
+        return (f"fusion={self.fusion_method}, attributes={attrs}, neck={self.neck}/"
+                f"{self.neck_feat}, feat_dim={self.feat_dim}, map={self.map_size}")

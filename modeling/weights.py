@@ -1,0 +1,235 @@
+"""Loading weights: ImageNet backbones and whole-model checkpoints, with errors that say why.
+
+Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.errors import UserError
+
+from .backbones import TORCHVISION_BACKBONES
+
+logger = logging.getLogger("reid.model")
+
+_CLASSIFIER_PREFIXES = ("fc.", "last_linear.")
+_SHOW = 5  # keys listed per kind of mismatch
+
+
+def _load_file(path: str, what: str) -> Any:
+    if not os.path.isfile(path):
+        raise UserError(f"{what} not found: '{path}'. Check the path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, or unsafe pickle content
+        raise UserError(f"Cannot read {what} '{path}': {type(e).__name__}: {e}") from None
+
+
+def _as_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The tensor dict of a checkpoint: unwraps {"model": ...} / {"state_dict": ...}, drops the
+    "module." prefix of (Distributed)DataParallel files."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{source} holds no state dict (a dict of tensors, possibly under "
+                        "'model' or 'state_dict'); is it a weights file?")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _listed(keys: list[str]) -> str:
+    more = f", ... ({len(keys)} in all)" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+def _is_counter(key: str) -> bool:
+    # BatchNorm step counters: absent from old torchvision files and unused in eval mode
+    return key.endswith("num_batches_tracked")
+
+
+def _compare(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+             ) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, 'key: file [..] vs model [..]' shape differences)."""
+    missing = [k for k in target if k not in state and not _is_counter(k)]
+    unexpected = [k for k in state if k not in target]
+    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(target[k].shape)}"
+              for k in target if k in state and state[k].shape != target[k].shape]
+    return missing, unexpected, shapes
+
+
+# ------------------------------------------------------------------------------ backbone
+def _download_imagenet(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's IMAGENET1K_V1 weights of ``name`` (cached under TORCH_HOME after the
+    first download)."""
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(name)["IMAGENET1K_V1"]
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu",
+                                                  progress=True, weights_only=True)
+    except Exception as e:  # offline, proxy, corrupt download
+        raise UserError(
+            f"Could not download torchvision's ImageNet weights for {name} ({weights.url}): "
+            f"{type(e).__name__}: {e}. Download the file once and pass MODEL.PRETRAIN_PATH "
+            "path/to/file.pth, or start from random weights with MODEL.PRETRAIN_CHOICE none."
+        ) from None
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, path: str = "") -> None:
+    """Load ImageNet weights into a backbone, skipping the classifier (``fc``/``last_linear``).
+
+    Accepts torchvision-format files and the original's formats (pretrainedmodels SENet files,
+    IBN-Net files with a "state_dict" entry and "module." prefixes). Missing and unexpected
+    keys are reported in one log line (logger "reid.model").
+
+    Args:
+        backbone: the trunk (``model.base``).
+        name: MODEL.NAME, for messages and the torchvision download.
+        path: MODEL.PRETRAIN_PATH; empty downloads torchvision's weights (ResNets only).
+
+    Raises:
+        UserError: missing/unreadable file, offline download, a backbone torchvision lacks
+            without a path, shapes that differ or no key in common.
+    """
+    if path:
+        source = f"ImageNet weights '{path}'"
+        state = _as_state_dict(_load_file(path, "MODEL.PRETRAIN_PATH file"), source)
+    elif name in TORCHVISION_BACKBONES:
+        source = f"torchvision's ImageNet weights of {name}"
+        state = _as_state_dict(_download_imagenet(name), source)
+    else:
+        raise UserError(f"torchvision has no ImageNet weights for MODEL.NAME {name}: download "
+                        "them (e.g. the pretrainedmodels / IBN-Net release) and pass "
+                        "MODEL.PRETRAIN_PATH path/to/file.pth, or use MODEL.PRETRAIN_CHOICE none.")
+    target = backbone.state_dict()
+    if not any(k in target for k in state) and any(k.startswith("base.") for k in state):
+        # a whole-model checkpoint (this project's or the original's): take its backbone
+        state = {k.removeprefix("base."): v for k, v in state.items() if k.startswith("base.")}
+    skipped = [k for k in state if k.startswith(_CLASSIFIER_PREFIXES)]
+    state = {k: v for k, v in state.items() if k not in skipped}
+    missing, unexpected, shapes = _compare(state, target)
+    if shapes:
+        raise UserError(f"{source} do not fit MODEL.NAME {name}: {len(shapes)} shape "
+                        f"differences ({_listed(shapes)}). Is the file for {name}?")
+    if not any(k in target for k in state):
+        raise UserError(f"{source} share no parameter name with MODEL.NAME {name} (file keys "
+                        f"like {_listed(list(state))}). Is the file for {name}?")
+    backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    level = logging.WARNING if missing else logging.INFO
+    logger.log(level, "Loaded %s into the %s backbone: %d tensors; skipped classifier: %s; "
+               "missing: %s; unexpected: %s", source, name, len(state) - len(unexpected),
+               _listed(skipped) or "none", _listed(missing) or "none",
+               _listed(unexpected) or "none")
+
+
+# ------------------------------------------------------------------------------ whole model
+def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
+    """Which configuration would fit a checkpoint that does not fit the model."""
+
+    def rows(sd: Mapping[str, torch.Tensor], key: str) -> int | None:
+        return int(sd[key].shape[0]) if key in sd else None
+
+    def cols(sd: Mapping[str, torch.Tensor], key: str) -> int | None:
+        return int(sd[key].shape[-1]) if key in sd else None
+
+    def has(sd: Mapping[str, torch.Tensor], pattern: str) -> bool:
+        return any(re.match(pattern, k) for k in sd)
+
+    hints = []
+    ids_f, ids_m = rows(state, "classifier.weight"), rows(target, "classifier.weight")
+    if ids_f is not None and ids_m is not None and ids_f != ids_m:
+        hints.append(f"checkpoint has a {ids_f}-identity classifier, the model {ids_m}: is "
+                     "DATASETS.NAME the dataset it was trained on?")
+    attr_f, attr_m = has(state, r"multi_attr_recoger"), has(target, r"multi_attr_recoger")
+    if attr_f != attr_m:
+        hints.append(f"checkpoint {'has' if attr_f else 'has no'} attribute streams: set "
+                     f"ATTR_RECOG_ON {attr_f} (and use a dataset with attributes).")
+    elif attr_f:
+        mce_f = has(state, r"multi_attr_recoger\d\.attr_recog_modules")
+        if mce_f != has(target, r"multi_attr_recoger\d\.attr_recog_modules"):
+            hints.append(f"checkpoint was trained with DATASETS.ATTRIBUTE_LOSS "
+                         f"{'mce' if mce_f else 'bce'}.")
+        for g, group in ((1, "ID-irrelevant"), (2, "ID-relevant")):
+            key = f"multi_attr_recoger{g}.classifier.weight"
+            n_f, n_m = rows(state, key), rows(target, key)
+            if n_f is not None and n_m is not None and n_f != n_m:
+                hints.append(f"checkpoint has a {n_f}-way {group} attribute classifier, the "
+                             f"model {n_m}-way (MARS 41, Duke 33 for the ID-relevant group): is "
+                             "DATASETS.NAME right?")
+            key = f"multi_attr_recoger{g}.attention_t_conv.weight"
+            n_f, n_m = rows(state, key), rows(target, key)
+            if g == 1 and n_f is not None and n_m is not None and n_f != n_m:
+                hints.append(f"checkpoint's attribute attention covers {n_f} feature-map "
+                             f"positions, the model's {n_m}: set INPUT.SIZE_TRAIN/SIZE_TEST "
+                             "(and MODEL.LAST_STRIDE) as in training (256x128 with stride 1 "
+                             "gives 16x8 = 128).")
+    ta_f, ta_m = "attention_conv.weight" in state, "attention_conv.weight" in target
+    if ta_f != ta_m:
+        hints.append("checkpoint " + ("uses" if ta_f else "has no") + " temporal attention: "
+                     "MODEL.FUSION_METHOD " + ("TA or ATTR_TA." if ta_f else "baseline."))
+    d_f, d_m = cols(state, "classifier.weight"), cols(target, "classifier.weight")
+    if d_f is not None and d_m is not None and d_f != d_m and ta_f == ta_m:
+        hints.append(f"checkpoint's feature has {d_f} dimensions, the model's {d_m}: ATTR_TA "
+                     "gives 3x the backbone channels (MODEL.FUSION_METHOD, MODEL.NAME).")
+    neck_f, neck_m = "bottleneck.weight" in state, "bottleneck.weight" in target
+    if neck_f != neck_m:
+        hints.append(f"checkpoint was trained with MODEL.NECK {'bnneck' if neck_f else 'no'}.")
+    base_f = {k for k in state if k.startswith("base.")}
+    base_m = {k for k in target if k.startswith("base.")}
+    if base_f != base_m or any(state[k].shape != target[k].shape for k in base_f & base_m):
+        if has(state, r"base\.layer0\."):
+            family = "a SENet-family backbone (se_resnet*, se_resnext*, senet154)"
+        elif has(state, r"base\.layer1\.0\.bn1\.IN\."):
+            family = "resnet50_ibn_a"
+        else:
+            blocks = len({k.split(".")[2] for k in base_f if k.startswith("base.layer3.")})
+            family = f"a ResNet with {blocks} blocks in layer3 (resnet50: 6, resnet101: 23)"
+        hints.append(f"the backbone differs: the checkpoint's is {family}; check MODEL.NAME.")
+    return hints
+
+
+def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping) -> None:
+    """Load a whole-model checkpoint strictly (evaluation-only runs, PRETRAIN_CHOICE "self").
+
+    Accepts this project's checkpoints (a dict with "model"), plain state dicts and the
+    original's files ("module." prefix stripped). BatchNorm step counters
+    (``num_batches_tracked``) may be absent.
+
+    Args:
+        model: the VideoBaseline (not DDP-wrapped).
+        path_or_state_dict: a file path, or an already loaded checkpoint / state dict.
+
+    Raises:
+        UserError: unreadable file, or keys/shapes that do not fit the model; the message lists
+            the missing, unexpected and differently shaped keys (first few and counts) and the
+            configuration that would fit.
+    """
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        source = f"checkpoint '{os.fspath(path_or_state_dict)}'"
+        obj = _load_file(os.fspath(path_or_state_dict), "checkpoint")
+    else:
+        source, obj = "checkpoint", path_or_state_dict
+    state = _as_state_dict(obj, source)
+    target = model.state_dict()
+    missing, unexpected, shapes = _compare(state, target)
+    if missing or unexpected or shapes:
+        parts = [f"{len(keys)} {kind} ({_listed(keys)})"
+                 for kind, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape differences", shapes)) if keys]
+        hints = _hints(state, target)
+        raise UserError(f"The {source} does not fit the model built from the config: "
+                        + "; ".join(parts) + "."
+                        + (" Hints: " + " ".join(hints) if hints else ""))
+    model.load_state_dict(state, strict=False)  # only step counters can be absent here
+    logger.info("Loaded model weights from %s (%d tensors).", source, len(state))

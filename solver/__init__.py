@@ -1,0 +1,15 @@
+"""Optimizers and learning-rate schedules (SPEC §5)."""
+
+from solver.build import (
+    available_optimizers,
+    build_optimizer,
+    make_center_optimizer,
+    make_optimizer,
+    make_scheduler,
+)
+from solver.lr_scheduler import WarmupMultiStepLR
+
+__all__ = [
+    "WarmupMultiStepLR", "available_optimizers", "build_optimizer", "make_center_optimizer",
+    "make_optimizer", "make_scheduler",
+]

@@ -1,0 +1,393 @@
+"""Dataset parsers: tiny folders in the real layouts, the real MARS split and attribute CSVs."""
+
+import csv
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io as sio
+from PIL import Image
+
+from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, load_attribute_table
+from data.datasets import ILIDSVID, PRID2011, DukeVideo, Mars
+from utils.errors import UserError
+
+# ----------------------------------------------------------------------------- writers
+
+
+def frame_value(k: int) -> int:
+    """Grey level of frame k (1-based) of the tiny datasets: decodes back to k."""
+    return 10 * k + 5
+
+
+def write_frame(path: Path, k: int, size=(8, 4)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size[1], size[0]), (frame_value(k),) * 3).save(path, quality=95)
+
+
+def mars_attrs(pid: int, cam: int, tid: int) -> list[int]:
+    """A deterministic, in-range attribute row for (pid, cam, tracklet)."""
+    lens = MARS_SCHEMA.flat_lens
+    return [(pid * 7 + cam * 3 + tid + i) % n for i, n in enumerate(lens)]
+
+
+# (pid, camera, tracklet number, frames) rows of the tiny MARS split
+TINY_MARS_TRAIN = [(3, 1, 1, 3), (3, 2, 2, 5), (7, 1, 1, 2), (12, 6, 4, 6), (12, 3, 2, 4)]
+TINY_MARS_TEST = [(-1, 1, 1, 3), (0, 2, 1, 4), (2, 1, 1, 5), (2, 3, 2, 3), (5, 2, 7, 2),
+                  (0, 4, 2, 3), (5, 4, 9, 4), (-1, 2, 2, 2), (9, 5, 1, 6)]
+TINY_MARS_QUERY_ROWS = [3, 5]          # 1-based rows of TINY_MARS_TEST: (2,1,1) and (5,2,7)
+
+
+def mars_name(pid: int, cam: int, tid: int, k: int) -> str:
+    p = "00-1" if pid == -1 else f"{pid:04d}"
+    return f"{p}C{cam}T{tid:04d}F{k:03d}.jpg"
+
+
+def write_tiny_mars(root: Path, images: bool = True, csv_rows: bool = True) -> Path:
+    """A tiny MARS folder in the real layout (solid grey frames encode the frame number)."""
+    (root / "info").mkdir(parents=True)
+    rows = []
+    for split, tracks, key in (("train", TINY_MARS_TRAIN, "track_train_info"),
+                               ("test", TINY_MARS_TEST, "track_test_info")):
+        names, table = [], []
+        for pid, cam, tid, n in tracks:
+            table.append([len(names) + 1, len(names) + n, pid, cam])
+            names += [mars_name(pid, cam, tid, k) for k in range(1, n + 1)]
+            if pid > 0:
+                rows.append([pid, cam, tid, *mars_attrs(pid, cam, tid)])
+        (root / "info" / f"{split}_name.txt").write_text("\n".join(names) + "\n")
+        sio.savemat(root / "info" / f"tracks_{split}_info.mat", {key: np.array(table)})
+        (root / f"bbox_{split}").mkdir()
+        if images:
+            for name in names:
+                write_frame(root / f"bbox_{split}" / name[:4] / name, int(name[12:15]))
+    sio.savemat(root / "info" / "query_IDX.mat",
+                {"query_IDX": np.array([TINY_MARS_QUERY_ROWS], dtype=np.uint16)})
+    if csv_rows:
+        with open(root / "mars_attributes.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["person_id", "camera_id", "tracklets_id", *MARS_SCHEMA.names])
+            w.writerows(rows)
+    return root
+
+
+# (pid, tracklet number, camera, frames) of the tiny Duke split
+TINY_DUKE = {
+    "train": [(4, 1, 2, 3), (4, 2, 5, 2), (9, 3, 1, 4)],
+    "query": [(6, 5, 3, 2), (8, 8, 1, 3)],
+    "gallery": [(6, 5, 3, 2), (6, 6, 4, 3), (8, 8, 1, 3), (8, 9, 2, 2), (11, 10, 7, 4)],
+}
+
+
+def duke_attrs(pid: int, cam: int, tid: int) -> list[int]:
+    return [(pid + cam + 2 * tid + i) % n for i, n in enumerate(DUKE_SCHEMA.flat_lens)]
+
+
+def write_tiny_duke(root: Path) -> Path:
+    """A tiny DukeMTMC-VideoReID folder (query tracklets also in the gallery)."""
+    rows = set()
+    for split, tracks in TINY_DUKE.items():
+        for pid, tid, cam, n in tracks:
+            for k in range(1, n + 1):
+                write_frame(root / split / f"{pid:04d}" / f"{tid:04d}"
+                            / f"{pid:04d}_C{cam}_F{k:04d}_X{k:05d}.jpg", k)
+            if split != "query":
+                rows.add((pid, cam, tid))
+    with open(root / "duke_attributes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["person_id", "camera_id", "tracklets_id", *DUKE_SCHEMA.names])
+        w.writerows([*r, *duke_attrs(*r)] for r in sorted(rows))
+    return root
+
+
+# ----------------------------------------------------------------------------- MARS
+
+
+def test_mars_tiny_tracklets_relabelling_junk_and_distractors(tmp_path, caplog):
+    root = write_tiny_mars(tmp_path / "mars")
+    with caplog.at_level(logging.INFO, logger="reid.data"):
+        ds = Mars(str(root))
+
+    def paths(split, pid, cam, tid, n):
+        return tuple(str(root / f"bbox_{split}" / mars_name(pid, cam, tid, k)[:4]
+                         / mars_name(pid, cam, tid, k)) for k in range(1, n + 1))
+
+    labels = {3: 0, 7: 1, 12: 2}
+    assert ds.train == [(paths("train", p, c, t, n), labels[p], c - 1, tuple(mars_attrs(p, c, t)))
+                        for p, c, t, n in TINY_MARS_TRAIN]
+    assert ds.num_train_pids == 3
+    assert ds.query == [(paths("test", p, c, t, n), p, c - 1, tuple(mars_attrs(p, c, t)))
+                        for p, c, t, n in (TINY_MARS_TEST[2], TINY_MARS_TEST[4])]
+    unknown = (-1,) * 21
+    expected_gallery = [(paths("test", p, c, t, n), p, c - 1,
+                         tuple(mars_attrs(p, c, t)) if p > 0 else unknown)
+                        for i, (p, c, t, n) in enumerate(TINY_MARS_TEST)
+                        if i + 1 not in TINY_MARS_QUERY_ROWS and p != -1]
+    assert ds.gallery == expected_gallery
+    assert [t[1] for t in ds.gallery].count(0) == 2
+    assert ds.attr_lens == [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
+    assert ds.attr_names[:2] == ["motion", "pose"] and ds.attr_names[-1] == "bottom type"
+    assert ds.attr_groups == [list(MARS_SCHEMA.groups[0]), list(MARS_SCHEMA.groups[1])]
+    log = caplog.text
+    assert "MARS statistics" in log
+    assert "train    |       3 |           5 |        20" in log
+    assert "gallery  |       4 |           5 |        20" in log
+
+
+def test_mars_without_attributes_needs_no_csv(tmp_path):
+    root = write_tiny_mars(tmp_path / "mars", images=False, csv_rows=False)
+    ds = Mars(str(root), attributes=False, verbose=False)
+    assert ds.attr_lens is None and ds.attr_names == [] and ds.attr_groups == []
+    assert all(t[3] == () for t in ds.train + ds.query + ds.gallery)
+
+
+def test_mars_lists_every_missing_path(tmp_path):
+    root = write_tiny_mars(tmp_path / "mars", images=False)
+    shutil.rmtree(root / "bbox_test")
+    (root / "info" / "query_IDX.mat").unlink()
+    (root / "mars_attributes.csv").unlink()
+    with pytest.raises(UserError) as e:
+        Mars(str(root))
+    msg = str(e.value)
+    assert "3 required path(s) are missing" in msg
+    for p in ("bbox_test", "query_IDX.mat", "mars_attributes.csv"):
+        assert str(root / ("info/" + p if p.endswith(".mat") else p)) in msg
+    assert "bbox_train" not in msg.split("Get the images")[0]
+    assert "DATASETS.ROOT_DIR" in msg
+
+
+@pytest.mark.parametrize("drop", [(7, 1, 1), (5, 2, 7)])
+def test_mars_missing_attribute_row_names_the_tracklet(tmp_path, drop):
+    root = write_tiny_mars(tmp_path / "mars", images=False)
+    df = pd.read_csv(root / "mars_attributes.csv")
+    keep = ~((df.person_id == drop[0]) & (df.camera_id == drop[1]) & (df.tracklets_id == drop[2]))
+    df[keep].to_csv(root / "mars_attributes.csv", index=False)
+    with pytest.raises(UserError, match=rf"pid {drop[0]}, camera {drop[1]}, tracklet {drop[2]}"):
+        Mars(str(root), verbose=False)
+
+
+def test_mars_missing_gallery_row_is_unknown(tmp_path, caplog):
+    root = write_tiny_mars(tmp_path / "mars", images=False)
+    df = pd.read_csv(root / "mars_attributes.csv")
+    df[~((df.person_id == 9) & (df.camera_id == 5))].to_csv(root / "mars_attributes.csv",
+                                                            index=False)
+    ds = Mars(str(root), verbose=False)
+    assert ds.gallery[-1][1] == 9 and ds.gallery[-1][3] == (-1,) * 21
+    assert "1 gallery tracklet(s)" in caplog.text
+
+
+def test_mars_track_with_two_pids_is_rejected(tmp_path):
+    root = write_tiny_mars(tmp_path / "mars", images=False)
+    names = (root / "info" / "train_name.txt").read_text().split()
+    names[4] = names[4].replace("0003C2", "0004C2")      # second frame of row 2
+    (root / "info" / "train_name.txt").write_text("\n".join(names))
+    with pytest.raises(UserError, match=r"tracks_train_info.mat' row 2: name 0004C2T0002F002"):
+        Mars(str(root), verbose=False)
+
+
+def test_mars_bad_name_and_table_errors(tmp_path):
+    root = write_tiny_mars(tmp_path / "mars", images=False)
+    names = (root / "info" / "test_name.txt").read_text().split()
+    names[2] = "garbage.jpg"
+    (root / "info" / "test_name.txt").write_text("\n".join(names))
+    with pytest.raises(UserError, match=r"test_name.txt', name 3: 'garbage.jpg'"):
+        Mars(str(root), verbose=False)
+    root2 = write_tiny_mars(tmp_path / "mars2", images=False)
+    sio.savemat(root2 / "info" / "tracks_train_info.mat",
+                {"track_train_info": np.array([[1, 99, 3, 1]])})
+    with pytest.raises(UserError, match=r"row 1: frames 1..99 are outside the 20 names"):
+        Mars(str(root2), verbose=False)
+
+
+def test_mars_real_split(shared_data, tmp_path):
+    """The real split: rebuild the name lists as ../shared/data/README.md explains."""
+    src = shared_data / "mars"
+    root = tmp_path / "mars"
+    (root / "info").mkdir(parents=True)
+    (root / "bbox_train").mkdir()
+    (root / "bbox_test").mkdir()
+    for f in ("tracks_train_info.mat", "tracks_test_info.mat", "query_IDX.mat"):
+        os.symlink(src / "info" / f, root / "info" / f)
+    os.symlink(src / "mars_attributes.csv", root / "mars_attributes.csv")
+    df = pd.read_csv(src / "mars_attributes.csv")
+    available = {k: sorted(g.tolist()) for k, g in
+                 df.groupby(["person_id", "camera_id"])["tracklets_id"]}
+    for split, key in (("train", "track_train_info"), ("test", "track_test_info")):
+        table = sio.loadmat(src / "info" / f"tracks_{split}_info.mat")[key]
+        used: dict = {}
+        lines = []
+        for start, end, pid, cam in table.tolist():
+            k = (pid, cam) if pid > 0 else pid
+            used[k] = used.get(k, 0) + 1
+            tid = available[k][used[k] - 1] if pid > 0 else used[k]
+            prefix = mars_name(pid, cam, tid, 0)[:11]
+            lines += [f"{prefix}F{f:03d}.jpg" for f in range(1, end - start + 2)]
+        (root / "info" / f"{split}_name.txt").write_text("\n".join(lines) + "\n")
+
+    t0 = time.perf_counter()
+    ds = Mars(str(root), verbose=False)
+    seconds = time.perf_counter() - t0
+    print(f"\nMARS real split parsed in {seconds:.2f} s")
+    assert (ds.num_train_pids, len(ds.train)) == (625, 8298)
+    assert (len({t[1] for t in ds.query}), len(ds.query)) == (626, 1980)
+    assert len(ds.gallery) == 9330
+    assert sum(t[1] == 0 for t in ds.gallery) == 3248
+    assert len({t[1] for t in ds.gallery}) == 621
+    assert sum(len(t[0]) for t in ds.train) == 509914
+    test_table = sio.loadmat(src / "info" / "tracks_test_info.mat")["track_test_info"]
+    kept = test_table[:, 2] != -1
+    assert sum(len(t[0]) for t in ds.query + ds.gallery) == \
+        int((test_table[kept, 1] - test_table[kept, 0] + 1).sum())
+    unknown = (-1,) * 21
+    assert all(t[3] != unknown for t in ds.train + ds.query)
+    assert all((t[3] == unknown) == (t[1] == 0) for t in ds.gallery)
+    # full coverage: every CSV row is used by exactly one train/query/non-distractor tracklet
+    firsts = [os.path.basename(t[0][0]) for t in ds.train + ds.query + ds.gallery
+              if t[3] != unknown]
+    keys = {(int(n[:4]), int(n[5]), int(n[7:11])) for n in firsts}
+    csv_keys = df[["person_id", "camera_id", "tracklets_id"]].to_numpy().tolist()
+    assert keys == set(map(tuple, csv_keys))
+    assert len(keys) == 16360
+    first = ds.train[0]
+    assert first[0][0] == str(root / "bbox_train" / "0001" / "0001C1T0001F001.jpg")
+    assert (first[1], first[2]) == (0, 0)
+
+
+def test_real_attribute_csvs_parse_to_the_schemas(shared_data):
+    mars = load_attribute_table(str(shared_data / "mars" / "mars_attributes.csv"), MARS_SCHEMA)
+    duke = load_attribute_table(str(shared_data / "duke" / "duke_attributes.csv"), DUKE_SCHEMA)
+    assert len(mars) == 16360 and len(duke) == 4832
+    assert mars[(1, 2, 58)] == (0, 3, 0, 0, 0, 0, 0, 0, 0, 8, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0)
+    assert all(len(v) == 21 for v in mars.values()) and all(len(v) == 19 for v in duke.values())
+    assert DUKE_SCHEMA.attr_lens == [[5, 6, 2, 2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 2, 2, 2, 8, 9]]
+    assert [sum(g) for g in DUKE_SCHEMA.attr_lens] == [25, 33]
+    assert [sum(g) for g in MARS_SCHEMA.attr_lens] == [25, 41]
+    header = pd.read_csv(shared_data / "duke" / "duke_attributes.csv", nrows=0).columns
+    assert list(header[3:]) == DUKE_SCHEMA.names
+    header = pd.read_csv(shared_data / "mars" / "mars_attributes.csv", nrows=0).columns
+    assert list(header[3:]) == MARS_SCHEMA.names
+    # the largest class index of every attribute is within its class count
+    high = np.max(np.array(list(duke.values())), axis=0)
+    assert (high < np.array(DUKE_SCHEMA.flat_lens)).all()
+
+
+def _write_csv(path: Path, header, rows) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_attribute_csv_validation_messages(tmp_path):
+    header = ["person_id", "camera_id", "tracklets_id", *MARS_SCHEMA.names]
+    good = [1, 2, 3, *([0] * 21)]
+    p = _write_csv(tmp_path / "a.csv", [h for h in header if h not in ("hat", "age")], [])
+    with pytest.raises(UserError, match=r"a.csv' lacks the column\(s\) \['age', 'hat'\]"):
+        load_attribute_table(str(p), MARS_SCHEMA)
+    p = _write_csv(tmp_path / "b.csv", header, [good, [4, 1, 1, *([1] * 21)], good])
+    with pytest.raises(UserError, match=r"b.csv' has 2 rows sharing .* \(1, 2, 3\) on lines "
+                                        r"\[2, 4\]"):
+        load_attribute_table(str(p), MARS_SCHEMA)
+    bad = list(good)
+    bad[3 + 11] = 4                               # age has 4 classes: 0..3
+    p = _write_csv(tmp_path / "c.csv", header, [good[:2] + [9] + good[3:], bad])
+    with pytest.raises(UserError, match=r"c.csv', line 3, column 'age': value 4 is outside "
+                                        r"the 4 classes \[0, 3\]"):
+        load_attribute_table(str(p), MARS_SCHEMA)
+    p = _write_csv(tmp_path / "d.csv", header, [good[:5] + ["x"] + good[6:]])
+    with pytest.raises(UserError, match=r"d.csv', line 2, column 'occlusion': 'x' is not an"):
+        load_attribute_table(str(p), MARS_SCHEMA)
+    # Duke: the real spelling and the corrected one are both accepted
+    dh = ["person_id", "camera_id", "tracklets_id", *DUKE_SCHEMA.names]
+    for spelling in ("muti-person", "multi-person"):
+        hdr = [spelling if h == "muti-person" else h for h in dh]
+        p = _write_csv(tmp_path / f"{spelling}.csv", hdr, [[1, 1, 1, *([1] * 19)]])
+        assert load_attribute_table(str(p), DUKE_SCHEMA) == {(1, 1, 1): (1,) * 19}
+
+
+# ----------------------------------------------------------------------------- Duke
+
+
+def test_duke_tiny_tracklets_and_query_inside_gallery(tmp_path, caplog):
+    root = write_tiny_duke(tmp_path / "duke")
+    with caplog.at_level(logging.INFO, logger="reid.data"):
+        ds = DukeVideo(str(root))
+
+    def expected(split, relabel=None):
+        out = []
+        for pid, tid, cam, n in TINY_DUKE[split]:
+            folder = root / split / f"{pid:04d}" / f"{tid:04d}"
+            paths = tuple(str(folder / f"{pid:04d}_C{cam}_F{k:04d}_X{k:05d}.jpg")
+                          for k in range(1, n + 1))
+            label = relabel[pid] if relabel else pid
+            out.append((paths, label, cam - 1, tuple(duke_attrs(pid, cam, tid))))
+        return out
+
+    assert ds.train == expected("train", {4: 0, 9: 1})
+    assert ds.query == expected("query")
+    assert ds.gallery == expected("gallery")
+    q_keys = {(t[1], t[2]) for t in ds.query}
+    assert q_keys <= {(t[1], t[2]) for t in ds.gallery}
+    assert ds.num_train_pids == 2
+    assert ds.attr_names[4] == "muti-person" and len(ds.attr_names) == 19
+    assert "DukeMTMC-VideoReID statistics" in caplog.text
+
+
+def test_duke_errors(tmp_path):
+    root = write_tiny_duke(tmp_path / "duke")
+    shutil.rmtree(root / "query")
+    (root / "duke_attributes.csv").unlink()
+    with pytest.raises(UserError) as e:
+        DukeVideo(str(root))
+    assert "2 required path(s)" in str(e.value) and str(root / "query") in str(e.value)
+    root = write_tiny_duke(tmp_path / "duke2")
+    src = root / "train" / "0009" / "0003" / "0009_C1_F0002_X00002.jpg"
+    src.rename(src.with_name("0009_C2_F0002_X00002.jpg"))           # second camera in a tracklet
+    with pytest.raises(UserError, match=r"0009/0003' .* one camera"):
+        DukeVideo(str(root), verbose=False)
+    root = write_tiny_duke(tmp_path / "duke3")
+    (root / "train" / "0004" / "0007").mkdir()
+    with pytest.raises(UserError, match=r"0004/0007' holds no image"):
+        DukeVideo(str(root), verbose=False)
+
+
+# ----------------------------------------------------------------------------- iLIDS-VID, PRID
+
+
+def test_ilidsvid_and_prid_layouts(tmp_path):
+    root = tmp_path / "ilids"
+    persons = ["person001", "person002", "person005", "person007"]
+    for cam in ("cam1", "cam2"):
+        for i, p in enumerate(persons):
+            for k in range(1, 3 + i):
+                write_frame(root / "i-LIDS-VID" / "sequences" / cam / p / f"{cam}_{p}_{k:05d}.png",
+                            k)
+    (root / "train-test people splits").mkdir()
+    sio.savemat(root / "train-test people splits" / "train_test_splits_ilidsvid.mat",
+                {"ls_set": np.array([[4, 2, 1, 3], [1, 2, 3, 4]])})
+    ds = ILIDSVID(str(root), verbose=False)
+    assert [(t[1], t[2], len(t[0])) for t in ds.train] == [(0, 0, 3), (0, 1, 3), (1, 0, 5),
+                                                            (1, 1, 5)]
+    assert [(t[1], t[2]) for t in ds.query] == [(1, 0), (5, 0)]
+    assert [(t[1], t[2]) for t in ds.gallery] == [(1, 1), (5, 1)]
+    assert ds.attr_lens is None and ds.train[0][3] == ()
+    assert ds.train[0][0][0].endswith(os.path.join("cam1", "person002", "cam1_person002_00001.png"))
+
+    root = tmp_path / "prid"
+    base = root / "prid_2011" / "multi_shot"
+    for p in range(1, 6):
+        write_frame(base / "cam_a" / f"person_{p:04d}" / "0001.png", 1)
+    for p in (1, 2, 3, 4, 9):
+        write_frame(base / "cam_b" / f"person_{p:04d}" / "0001.png", 1)
+    ds = PRID2011(str(root), verbose=False)
+    assert [(t[1], t[2]) for t in ds.train] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [(t[1], t[2]) for t in ds.query] == [(3, 0), (4, 0)]
+    assert [(t[1], t[2]) for t in ds.gallery] == [(3, 1), (4, 1)]
+    with pytest.raises(UserError, match="2 required path"):
+        PRID2011(str(tmp_path / "nothing"), verbose=False)

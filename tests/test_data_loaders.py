@@ -1,0 +1,175 @@
+"""Video datasets and loaders: clip contents, encodings, determinism across workers, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from config import get_cfg
+from data import build_dataset, make_data_loaders
+from data import video_dataset as vd
+from data.attributes import encode_bce
+from data.sampling import frame_order, sample_dense_clips, sample_random_clip
+from data.transforms import read_image
+from tests.test_data_datasets import TINY_MARS_TRAIN, frame_value, write_tiny_mars
+from utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_mars(tmp_path_factory):
+    return write_tiny_mars(tmp_path_factory.mktemp("loaders") / "mars")
+
+
+def make_cfg(root, *opts):
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "DATASETS.ROOT_DIR", str(root), "DATASETS.NAME", "mars", "DATASETS.SEQ_LEN", "4",
+        "INPUT.SIZE_TRAIN", "[8, 4]", "INPUT.SIZE_TEST", "[8, 4]", "INPUT.PADDING", "0",
+        "INPUT.PROB", "0.0", "INPUT.RE_PROB", "0.0", "INPUT.PIXEL_MEAN", "[0.0, 0.0, 0.0]",
+        "INPUT.PIXEL_STD", "[1.0, 1.0, 1.0]", "DATASETS.SHUFFLE_FRAMES", "False",
+        "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
+        "SOLVER.SEQS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+        "RANDOM_SEED", "7", *opts])
+    return cfg
+
+
+def frame_numbers(clip):
+    """Frame numbers (1-based) of a clip of solid grey frames, (..., 3, H, W) -> (...)."""
+    level = clip.mean(dim=(-3, -2, -1)) * 255.0
+    return torch.round((level - 5) / 10).long()
+
+
+def test_train_items_follow_the_sampling_functions(tiny_mars):
+    for shuffle in (False, True):
+        cfg = make_cfg(tiny_mars, "DATASETS.SHUFFLE_FRAMES", str(shuffle))
+        train_loader, *_ = make_data_loaders(cfg)
+        ds = train_loader.dataset
+        for index, (_, _, _, n) in enumerate(TINY_MARS_TRAIN):
+            for seed in (1, 2, 3):
+                clip, pid, camid, attrs = ds[(index, seed)]
+                assert clip.shape == (4, 3, 8, 4)
+                pos = sample_random_clip(n, 4, torch.Generator().manual_seed(seed))
+                order = frame_order(n, [7, 0, index] if shuffle else None)
+                assert frame_numbers(clip).tolist() == (order[pos] + 1).tolist()
+                assert (pid, camid) == ds.tracklets[index][1:3]
+
+
+def test_train_batches_and_attribute_encodings(tiny_mars):
+    cfg = make_cfg(tiny_mars)
+    train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
+    assert len(train_loader) == 3 * 2 // 4
+    train_loader.batch_sampler.set_epoch(1)
+    clips, pids, camids, attrs = next(iter(train_loader))
+    assert clips.shape == (4, 4, 3, 8, 4) and pids.dtype == torch.long
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
+    rows = [i for i, _ in next(iter(train_loader.batch_sampler))]
+    idx = torch.tensor([dataset.train[i][3] for i in rows])
+    assert [a.shape for a in attrs] == [(4, 25), (4, 41)]
+    for a, b in zip(attrs, encode_bce(idx, dataset.attr_lens), strict=True):
+        assert torch.equal(a, b)
+    assert camids.tolist() == [dataset.train[i][2] for i in rows]
+
+    _, _, _, mce = next(iter(make_data_loaders(make_cfg(tiny_mars, "DATASETS.ATTRIBUTE_LOSS",
+                                                        "mce"))[0]))
+    assert mce.shape == (4, 21) and mce.dtype == torch.long
+    loaders = make_data_loaders(make_cfg(tiny_mars, "ATTR_RECOG_ON", "False"))
+    _, _, _, none = next(iter(loaders[0]))
+    assert none.shape == (4, 0) and loaders[3].attr_lens is None
+    _, _, _, q_attr = next(iter(loaders[1]))
+    assert q_attr.shape == (0,)
+
+
+def test_dense_test_items_decode_each_frame_once(tiny_mars, monkeypatch):
+    cfg = make_cfg(tiny_mars, "DATASETS.TEST_MAX_SEQ_NUM", "200")
+    _, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
+    assert len(query_loader) == 2 and len(gallery_loader) == 5
+    calls = []
+    real = vd.read_image
+    monkeypatch.setattr(vd, "read_image", lambda p, r: calls.append(p) or real(p, r))
+    for loader, tracklets in ((query_loader, dataset.query), (gallery_loader, dataset.gallery)):
+        for (clips, pid, camid, attr_idx), t in zip(loader, tracklets, strict=True):
+            n = len(t[0])
+            expected = sample_dense_clips(n, 4, 200, 0) + 1
+            assert clips.shape == (len(expected), 4, 3, 8, 4)
+            assert frame_numbers(clips).tolist() == expected.tolist()
+            assert (pid, camid) == (t[1], t[2])
+            assert attr_idx.dtype == torch.long and attr_idx.tolist() == list(t[3])
+            if pid == 0:
+                assert (attr_idx == -1).all()
+            assert sorted(calls) == sorted(t[0]) and len(calls) == n
+            calls.clear()
+
+
+def test_dense_window_and_evenly_test_sampling(tiny_mars):
+    cfg = make_cfg(tiny_mars, "DATASETS.TEST_MAX_SEQ_NUM", "1", "DATASETS.SHUFFLE_FRAMES", "True")
+    _, query_loader, _, dataset = make_data_loaders(cfg)
+    ds = query_loader.dataset
+    for index, t in enumerate(dataset.query):
+        clips = ds[index][0]
+        n = len(t[0])
+        pos = sample_dense_clips(n, 4, 1, [7, 1, index, 1])
+        assert clips.shape[0] == 1
+        assert frame_numbers(clips).tolist() == (frame_order(n, [7, 1, index])[pos] + 1).tolist()
+        assert torch.equal(clips, ds[index][0])                       # reproducible
+    cfg = make_cfg(tiny_mars, "DATASETS.TEST_SAMPLE_METHOD", "evenly")
+    clips = make_data_loaders(cfg)[1].dataset[0][0]
+    assert frame_numbers(clips).tolist() == [[1, 2, 3, 4]]         # 5 frames -> stride 1
+
+
+def epoch_batches(loader, epoch, start=0):
+    loader.batch_sampler.set_epoch(epoch)
+    if start:
+        loader.batch_sampler.set_start(start)
+    return [b[0] for b in loader]
+
+
+def test_samples_are_pure_functions_of_seed_epoch_position(tiny_mars):
+    """Same (seed, epoch, position) -> identical clips with 0 or 2 (persistent) workers."""
+    aug = ["INPUT.PROB", "0.5", "INPUT.RE_PROB", "0.5", "INPUT.PADDING", "2",
+           "DATASETS.SHUFFLE_FRAMES", "True", "SOLVER.SEQS_PER_BATCH", "2"]
+    single = make_data_loaders(make_cfg(tiny_mars, *aug))[0]
+    multi = make_data_loaders(make_cfg(tiny_mars, *aug, "DATALOADER.NUM_WORKERS", "2"))[0]
+    assert multi.num_workers == 2 and multi.persistent_workers
+    rng_before = torch.get_rng_state()
+    ref = {e: epoch_batches(single, e) for e in (1, 2)}
+    got = {e: epoch_batches(multi, e) for e in (1, 2)}       # same workers for both epochs
+    assert torch.equal(rng_before, torch.get_rng_state())     # the global RNG is untouched
+    for e in (1, 2):
+        assert len(ref[e]) == len(got[e]) == 3
+        for a, b in zip(ref[e], got[e], strict=True):
+            assert torch.equal(a, b)
+    assert not torch.equal(ref[1][0], ref[2][0])
+    fresh = make_data_loaders(make_cfg(tiny_mars, *aug))[0]
+    resumed = epoch_batches(fresh, 2, start=1)                # resume mid-epoch 2
+    assert len(resumed) == 2
+    for a, b in zip(resumed, ref[2][1:], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_loader_user_errors(tiny_mars, tmp_path):
+    with pytest.raises(UserError, match=r"needs 4 identities .* has 3 identities"):
+        make_data_loaders(make_cfg(tiny_mars, "SOLVER.SEQS_PER_BATCH", "8"))
+    with pytest.raises(UserError, match=r"multiple of DATALOADER.NUM_INSTANCE"):
+        make_data_loaders(make_cfg(tiny_mars, "SOLVER.SEQS_PER_BATCH", "5"))
+    with pytest.raises(UserError, match="DATASETS.ROOT_DIR is empty"):
+        build_dataset(make_cfg(""))
+    with pytest.raises(UserError, match="required path"):
+        build_dataset(make_cfg(tmp_path / "absent"))
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = write_tiny_mars(tmp_path / "mars")
+    _, query_loader, _, dataset = make_data_loaders(make_cfg(root, "DATALOADER.READ_RETRIES", "1"))
+    broken = dataset.query[1][0][1]
+    with open(broken, "wb") as f:
+        f.write(b"\x00 broken")
+    it = iter(query_loader)
+    next(it)
+    with pytest.raises(UserError, match=rf"Cannot read image '{broken}'"):
+        next(it)
+
+
+def test_frames_of_a_clip_are_decoded_as_grey_levels(tiny_mars):
+    """The helper above is sound: frame k decodes to k."""
+    train = build_dataset(make_cfg(tiny_mars)).train
+    levels = [np.asarray(read_image(p)).mean() for p in train[1][0]]
+    assert np.allclose(levels, [frame_value(k) for k in range(1, 6)], atol=1.5)

@@ -1,0 +1,307 @@
+"""The synthetic dataset writer: exact on-disk formats, determinism, content, safety."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+from PIL import Image
+
+from data import synthetic
+from data.synthetic import (
+    DUKE_ATTRIBUTE_COLUMNS,
+    KEY_COLUMNS,
+    MARKER_NAME,
+    MARS_ATTRIBUTE_COLUMNS,
+    write_synthetic_dataset,
+)
+from utils.errors import UserError
+
+MARS_NAME = re.compile(r"^(\d{4}|00-1)C([1-6])T(\d{4})F(\d{3})\.jpg$")
+DUKE_NAME = re.compile(r"^(\d{4})_C([1-8])_F(\d{4})_X\d{5}\.jpg$")
+MARS_LENS = [5, 6, 2, 2, 2, 2, 2, 2, 2, 9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]
+DUKE_LENS = [5, 6, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 8, 9]
+SMALL = {"ids": 8, "tracklets": 4, "frames": 4, "size": (32, 16)}
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array(rows[1:], dtype=np.int64)
+
+
+def mars_tracks(root: Path, split: str) -> tuple[list[str], np.ndarray]:
+    names = (root / "info" / f"{split}_name.txt").read_text().split()
+    mat = sio.loadmat(root / "info" / f"tracks_{split}_info.mat")
+    return names, mat[f"track_{split}_info"]
+
+
+@pytest.fixture(scope="module")
+def mars(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("syn") / "mars", "mars", seed=3,
+                                   **SMALL)
+
+
+@pytest.fixture(scope="module")
+def duke(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("syn") / "duke", "duke", seed=3,
+                                   **SMALL)
+
+
+def test_mars_track_tables_match_name_lists_and_files(mars):
+    for split, folder in (("train", "bbox_train"), ("test", "bbox_test")):
+        names, table = mars_tracks(mars, split)
+        assert table.ndim == 2 and table.shape[1] == 4
+        starts, ends = table[:, 0], table[:, 1]
+        lengths = ends - starts + 1
+        assert starts[0] == 1 and np.all(starts[1:] == ends[:-1] + 1)  # contiguous, 1-based
+        assert lengths.min() >= 3 and lengths.sum() == len(names)
+        on_disk = sorted(p.name for p in (mars / folder).glob("*/*.jpg"))
+        assert on_disk == sorted(names)
+        for start, end, pid, cam in table:
+            frames = names[start - 1:end]
+            parts = [MARS_NAME.match(n).groups() for n in frames]
+            assert {p[0] for p in parts} == {"00-1" if pid == -1 else f"{pid:04d}"}
+            assert {int(p[1]) for p in parts} == {cam}
+            assert len({p[2] for p in parts}) == 1  # one tracklet number per row
+            assert [int(p[3]) for p in parts] == list(range(1, len(frames) + 1))
+            assert all((mars / folder / n[:4] / n).is_file() for n in frames)
+        # Each (pid, camera, tracklet number) is one row.
+        keys = Counter((n[:4], n[5], n[7:11]) for n in names)
+        assert len(keys) == len(table)
+
+
+def test_mars_splits_queries_junk_and_distractors(mars):
+    _, train = mars_tracks(mars, "train")
+    _, test = mars_tracks(mars, "test")
+    query = sio.loadmat(mars / "info" / "query_IDX.mat")["query_IDX"]
+    assert query.shape[0] == 1
+    query = query.ravel()
+    train_pids, test_pids = set(train[:, 2]), set(test[:, 2])
+    assert len(train_pids) == SMALL["ids"] // 2 and min(train_pids) > 0
+    assert train_pids.isdisjoint(test_pids)
+    assert {-1, 0} <= test_pids and len(test_pids - {-1, 0}) == SMALL["ids"] // 2
+    assert np.all(np.diff(test[:, 2]) >= 0)  # sorted by pid: junk, distractors, identities
+    assert query.min() >= 1 and query.max() <= len(test) and len(set(query)) == len(query)
+    q = test[query - 1]
+    assert np.all(q[:, 2] > 0)
+    assert set(q[:, 2]) == test_pids - {-1, 0}  # every test identity is queried
+    assert len({(p, c) for p, c in q[:, 2:]}) == len(q)  # at most one query per camera
+    gallery = np.delete(test, query - 1, axis=0)
+    for pid, cam in q[:, 2:]:  # a match on another camera exists in the gallery
+        assert np.any((gallery[:, 2] == pid) & (gallery[:, 3] != cam))
+
+
+def test_mars_csv_rows_and_values(mars):
+    header, rows = read_csv(mars / "mars_attributes.csv")
+    assert header == list(KEY_COLUMNS + MARS_ATTRIBUTE_COLUMNS)
+    assert rows.shape[1] == 3 + 21
+    names = (mars / "info" / "train_name.txt").read_text().split()
+    names += (mars / "info" / "test_name.txt").read_text().split()
+    expected = {(int(n[:4]), int(n[5]), int(n[7:11])) for n in names if not n.startswith(("00-1",
+                                                                                       "0000"))}
+    keys = [tuple(r) for r in rows[:, :3]]
+    assert len(set(keys)) == len(keys) and set(keys) == expected
+    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < MARS_LENS)
+    # Identity attributes are per person, so constant over a person's tracklets.
+    for pid in np.unique(rows[:, 0]):
+        assert len({tuple(r) for r in rows[rows[:, 0] == pid, 12:]}) == 1
+
+
+def test_mars_images(mars):
+    image = Image.open(next((mars / "bbox_train").glob("*/*.jpg")))
+    assert image.mode == "RGB" and image.size == (16, 32)  # (W, H)
+
+
+def duke_tracklets(root: Path, folder: str) -> dict[tuple[int, int], list[str]]:
+    out = {}
+    for tdir in sorted((root / folder).glob("*/*")):
+        out[(int(tdir.parent.name), int(tdir.name))] = sorted(p.name for p in tdir.iterdir())
+    return out
+
+
+def test_duke_layout_queries_and_csv(duke):
+    folders = {f: duke_tracklets(duke, f) for f in ("train", "query", "gallery")}
+    cams = {}
+    for tracklets in folders.values():
+        for (pid, tnum), frames in tracklets.items():
+            assert len(frames) >= 3
+            parts = [DUKE_NAME.match(n).groups() for n in frames]
+            assert {int(p[0]) for p in parts} == {pid}
+            assert len({p[1] for p in parts}) == 1 and all(n[6] == p[1] for n, p in
+                                                          zip(frames, parts))
+            assert [int(p[2]) for p in parts] == list(range(1, len(frames) + 1))
+            cams[(pid, tnum)] = int(parts[0][1])
+    train_pids = {p for p, _ in folders["train"]}
+    gallery_pids = {p for p, _ in folders["gallery"]}
+    query_pids = [p for p, _ in folders["query"]]
+    assert len(train_pids) == SMALL["ids"] // 2 and train_pids.isdisjoint(gallery_pids)
+    assert sorted(query_pids) == sorted(set(query_pids)) and len(query_pids) == SMALL["ids"] // 2
+    assert len(gallery_pids) > len(query_pids)  # gallery-only identities
+    for key, frames in folders["query"].items():  # query tracklets are in the gallery too
+        assert folders["gallery"][key] == frames
+        for name in frames:
+            q = (duke / "query" / f"{key[0]:04d}" / f"{key[1]:04d}" / name).read_bytes()
+            assert q == (duke / "gallery" / f"{key[0]:04d}" / f"{key[1]:04d}" / name).read_bytes()
+        assert any(p == key[0] and cams[(p, t)] != cams[key] for p, t in folders["gallery"])
+    tnums = [t for f in ("train", "gallery") for _, t in folders[f]]
+    assert len(tnums) == len(set(tnums))  # tracklet numbers are unique in the dataset
+    header, rows = read_csv(duke / "duke_attributes.csv")
+    assert header == list(KEY_COLUMNS + DUKE_ATTRIBUTE_COLUMNS) and "muti-person" in header
+    expected = {(p, cams[(p, t)], t) for f in ("train", "gallery") for p, t in folders[f]}
+    keys = [tuple(r) for r in rows[:, :3]]
+    assert len(keys) == len(set(keys)) and set(keys) == expected
+    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < DUKE_LENS)
+
+
+def test_headers_equal_the_real_files(shared_data):
+    with open(shared_data / "mars" / "mars_attributes.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == list(KEY_COLUMNS + MARS_ATTRIBUTE_COLUMNS)
+    with open(shared_data / "duke" / "duke_attributes.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == list(KEY_COLUMNS + DUKE_ATTRIBUTE_COLUMNS)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file's bytes except the .mat files, whose header holds a timestamp."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix != ".mat"}
+
+
+def test_deterministic_for_a_seed_and_different_for_another(tmp_path, mars):
+    again = write_synthetic_dataset(tmp_path / "again", "mars", seed=3, **SMALL)
+    first, second = snapshot(mars), snapshot(again)
+    assert first.keys() == second.keys() and first == second
+    for name in ("tracks_train_info.mat", "tracks_test_info.mat", "query_IDX.mat"):
+        a, b = sio.loadmat(mars / "info" / name), sio.loadmat(again / "info" / name)
+        key = next(k for k in a if not k.startswith("__"))
+        np.testing.assert_array_equal(a[key], b[key])
+    other = snapshot(write_synthetic_dataset(tmp_path / "other", "mars", seed=4, **SMALL))
+    assert other["mars_attributes.csv"] != first["mars_attributes.csv"]
+    common = sorted(k for k in first.keys() & other.keys() if k.endswith(".jpg"))
+    assert common and any(first[k] != other[k] for k in common)
+
+
+def test_refuses_a_foreign_folder_and_replaces_a_previous_dataset(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a previous synthetic dataset"):
+        write_synthetic_dataset(foreign, "mars", ids=2, tracklets=2, frames=1, size=(16, 8))
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(UserError, match="not a folder"):
+        write_synthetic_dataset(a_file, "mars", ids=2, tracklets=2, frames=1, size=(16, 8))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_synthetic_dataset(empty, "duke", ids=2, tracklets=2, frames=1, size=(16, 8))
+    (empty / "stale.txt").write_text("from the old dataset")
+    write_synthetic_dataset(empty, "mars", ids=2, tracklets=2, frames=1, size=(16, 8))
+    assert not (empty / "stale.txt").exists() and not (empty / "train").exists()
+    assert (empty / "info" / "train_name.txt").is_file() and (empty / MARKER_NAME).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "foreign"]
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_write_csv", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(tmp_path / "ds", "mars", ids=2, tracklets=2, frames=1,
+                                size=(16, 8))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"fmt": "market"}, {"ids": 1}, {"tracklets": 1},
+                                    {"frames": 0}, {"size": (8, 8)}])
+def test_bad_arguments_are_user_errors(tmp_path, kwargs):
+    with pytest.raises(UserError):
+        write_synthetic_dataset(tmp_path / "ds", **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_command_line(tmp_path, capsys):
+    out = tmp_path / "duke"
+    args = ["--format", "duke", "--out", str(out), "--ids", "2", "--tracklets", "2",
+            "--frames", "2", "--size", "16", "8"]
+    assert synthetic.main(args) == 0
+    assert (out / "duke_attributes.csv").is_file()
+    assert Image.open(next((out / "train").glob("*/*/*.jpg"))).size == (8, 16)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("")
+    assert synthetic.main(["--out", str(tmp_path / "other")]) == 2
+    assert "not a previous synthetic dataset" in capsys.readouterr().err
+
+
+def render_one(people: dict[str, np.ndarray], view: int) -> np.ndarray:
+    """Render person 0 in the middle of a gray 64x32 frame, legs together."""
+    img = np.full((1, 64, 32, 3), 0.5, np.float32)
+    one = np.ones(1, np.float32)
+    synthetic._draw_person(img, people, np.zeros(1, np.int64), 16 * one, 62 * one, 58 * one,
+                           one, np.array([view]), one, 0 * one)
+    return img[0]
+
+
+def plain_person() -> dict[str, np.ndarray]:
+    """One adult figure with every attribute class 0, no print and no logo."""
+    people = synthetic._sample_people(np.random.default_rng(0), 1, 10)
+    for key in synthetic._TRAITS:
+        people[key][:] = 0
+    people["age"][:] = 2
+    people["print_kind"][:] = 0
+    people["logo_on"][:] = 0
+    people["top_jitter"][:] = 0
+    people["height_jitter"][:] = 1
+    return people
+
+
+@pytest.mark.parametrize("trait", synthetic._TRAITS)
+def test_every_identity_attribute_changes_the_figure(trait):
+    base = plain_person()
+    changed = {k: v.copy() for k, v in base.items()}
+    changed[trait][:] = 1 if trait != "age" else 0
+    diff = [np.abs(render_one(changed, view) - render_one(base, view)).max() for view in (0, 1)]
+    assert max(diff) > 0.1
+
+
+def test_top_colour_is_the_rendered_torso_colour():
+    for colour, rgb in enumerate(synthetic._TOP_PALETTE):
+        person = plain_person()
+        person["top_color"][:] = colour
+        chest = render_one(person, 0)[18:26, 15:17].reshape(-1, 3).mean(axis=0)
+        np.testing.assert_allclose(chest, rgb, atol=0.02)
+
+
+def render_tracklet(nuisance: list[int]) -> np.ndarray:
+    """Frames (6, 32, 16, 3) of one tracklet of person 0 with the given ID-irrelevant classes."""
+    rng = np.random.default_rng(5)
+    people = synthetic._sample_people(rng, 3, 10)
+    cams = synthetic._sample_cameras(rng, 6)
+    scenes = synthetic._camera_scenes(rng, cams, (32, 16))
+    tracks = {"person": np.array([0]), "camera": np.array([2]), "length": np.array([6]),
+              "nuisance": np.array([nuisance])}
+    fp = synthetic._frame_parameters(rng, tracks, 3, cams, (32, 16))
+    return synthetic._render_chunk(fp, people, cams, scenes).astype(np.int16)
+
+
+@pytest.mark.parametrize("column,value", [(0, 3), (1, 4)] + [(c, 1) for c in range(2, 9)])
+def test_every_tracklet_attribute_changes_the_frames(column, value):
+    base = [0] * 9  # walking, frontal, no other nuisance
+    changed = list(base)
+    changed[column] = value
+    frames = render_tracklet(base)
+    assert np.array_equal(frames, render_tracklet(base))
+    assert np.abs(render_tracklet(changed) - frames).max() > 60
+
+
+def test_duke_with_many_tracklets_per_identity(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "duke", "duke", ids=3, tracklets=9, frames=1,
+                                   size=(16, 8))
+    train = duke_tracklets(root, "train")
+    assert len(train) == 9 and len(duke_tracklets(root, "gallery")) == 2 * 9 + 1

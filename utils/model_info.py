@@ -1,0 +1,119 @@
+"""Parameter counts and FLOPs of the configured model.
+
+``python -m utils.model_info --config_file FILE [KEY VALUE ...]`` prints the parameters (total,
+backbone, identity head, attribute streams) and the FLOPs of one clip (1 x SEQ_LEN frames at
+INPUT.SIZE_TRAIN) counted by ``torch.utils.flop_counter.FlopCounterMode``, and the
+multiply-accumulates (FLOPs / 2), the unit of the paper's "20.7 GFLOPs". The model is built on
+the meta device: nothing is downloaded, allocated or computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.errors import UserError
+
+# Attribute class counts per group (ID-irrelevant, ID-relevant), SPEC §2.
+MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
+DUKE_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 2, 2, 2, 8, 9]]
+# Training identities of each dataset (no attributes for iLIDS-VID and PRID-2011).
+DATASET_INFO = {"mars": (625, MARS_ATTR_LENS), "duke": (702, DUKE_ATTR_LENS),
+                "ilidsvid": (150, None), "prid": (89, None)}
+
+_STREAMS = ("multi_attr_recoger", "attention_fusion")
+
+
+def _part(name: str) -> str:
+    if name.startswith("base."):
+        return "backbone"
+    if name.startswith(_STREAMS):
+        return "attribute_streams"
+    return "identity_head"
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameter counts: ``total``, ``trainable`` and per part (``backbone``,
+    ``identity_head`` [TA attention, BNNeck, classifier], ``attribute_streams``)."""
+    counts = {"total": 0, "trainable": 0, "backbone": 0, "identity_head": 0,
+              "attribute_streams": 0}
+    for name, p in model.named_parameters():
+        counts["total"] += p.numel()
+        counts["trainable"] += p.numel() if p.requires_grad else 0
+        counts[_part(name)] += p.numel()
+    return counts
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """FLOPs of one eval forward of a zero input of ``input_shape`` (B, T, 3, H, W).
+
+    Works on any device, the meta device included (then nothing is computed). The model's
+    train/eval mode is restored afterwards.
+
+    Returns:
+        dict with ``flops`` (FlopCounterMode total), ``macs`` (= flops / 2) and the FLOPs of
+        ``backbone``, ``attribute_streams`` and ``identity_head`` (the rest: TA attention,
+        pooling, BNNeck).
+    """
+    param = next(model.parameters())
+    x = torch.zeros(input_shape, device=param.device, dtype=param.dtype)
+    counter = FlopCounterMode(display=False, depth=None)
+    was_training = model.training
+    model.eval()
+    try:
+        with counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+    total = counter.get_total_flops()
+    root = type(model).__name__
+    per_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    backbone = per_module.get(f"{root}.base", 0)
+    streams = sum(per_module.get(f"{root}.multi_attr_recoger{g}", 0) for g in (1, 2))
+    return {"flops": float(total), "macs": total / 2, "backbone": float(backbone),
+            "attribute_streams": float(streams),
+            "identity_head": float(total - backbone - streams)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user error)."""
+    parser = argparse.ArgumentParser(description="Parameters and FLOPs of the configured model.")
+    parser.add_argument("--config_file", default="", help="path to a yml config")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="training identities (default: the dataset's, MARS 625)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    try:
+        from config import load_cfg
+        from modeling import build_model
+
+        cfg = load_cfg(args.config_file or None, args.opts)
+        num_classes, attr_lens = DATASET_INFO[cfg.DATASETS.NAME]
+        num_classes = args.num_classes or num_classes
+        with torch.device("meta"):
+            model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
+        shape = (1, cfg.DATASETS.SEQ_LEN, 3, *cfg.INPUT.SIZE_TRAIN)
+        params = count_parameters(model)
+        flops = count_flops(model, shape)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mega, giga = 1e6, 1e9
+    print(f"Model: {cfg.MODEL.NAME}, {model.extra_repr()}; {num_classes} identities")
+    print(f"Parameters: {params['total'] / mega:.2f} M "
+          f"(trainable {params['trainable'] / mega:.2f} M)")
+    for part in ("backbone", "identity_head", "attribute_streams"):
+        print(f"  {part:<18} {params[part] / mega:9.2f} M")
+    print(f"Per clip {list(shape)}: {flops['flops'] / giga:.2f} GFLOPs "
+          f"= {flops['macs'] / giga:.2f} G multiply-accumulates (the paper's 'GFLOPs')")
+    for part in ("backbone", "identity_head", "attribute_streams"):
+        print(f"  {part:<18} {flops[part] / giga:9.2f} GFLOPs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
