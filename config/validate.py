@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 
@@ -80,6 +81,54 @@ def _check_keys(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
             _check_keys(cfg, v, source, full + ".")
 
 
+def _coerce(value, default, key: str, source: str):
+    """Convert ``value`` (from yaml or the command line) to the type of ``default``.
+
+    Strings are parsed as Python literals the way yacs does (``"(256, 128)"`` -> tuple), except
+    for string-typed keys, where a literal only counts when it is itself a string (the
+    original's ``DEVICE_ID: ('0')``); unquoted numbers for string keys (``DEVICE_ID: 0``) are
+    accepted. Lists and tuples are interchangeable and ints are accepted for floats.
+    """
+    if isinstance(value, str):
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            parsed = value
+        if isinstance(default, str) and not isinstance(parsed, str):
+            parsed = value
+        value = parsed
+    if default is None or value is None:
+        return value
+    if isinstance(default, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return type(default)(value)
+    if type(value) is type(default):
+        return value
+    raise UserError(f"Config key {key} in {source} expects a {type(default).__name__} "
+                    f"(default {default!r}); got {value!r}.")
+
+
+def _merge(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
+    for k, v in other.items():
+        full = f"{prefix}{k}"
+        if isinstance(cfg[k], CN):
+            if not isinstance(v, dict):
+                raise UserError(f"Config key {full} in {source} is a section; give its keys, "
+                                f"not the value {v!r}.")
+            _merge(cfg[k], v, source, full + ".")
+        else:
+            cfg[k] = _coerce(v, cfg[k], full, source)
+
+
 def merge_config_file(cfg: CN, path: str) -> None:
     """Merge a yml file into ``cfg`` (mutable), naming the file and key on any error."""
     if not os.path.isfile(path):
@@ -93,29 +142,25 @@ def merge_config_file(cfg: CN, path: str) -> None:
     if not isinstance(loaded, dict):
         raise UserError(f"Config file '{path}' must hold a mapping of config sections.")
     _check_keys(cfg, loaded, f"'{path}'")
-    try:
-        cfg.merge_from_other_cfg(CN(loaded))
-    except (ValueError, TypeError, KeyError) as e:
-        raise UserError(f"Config file '{path}': {e}") from None
+    _merge(cfg, loaded, f"'{path}'")
 
 
 def merge_overrides(cfg: CN, opts: list[str]) -> None:
     """Merge command-line ``KEY VALUE`` pairs into ``cfg`` (mutable)."""
     if len(opts) % 2:
         raise UserError(f"Overrides must be KEY VALUE pairs; got an odd number: {opts}")
-    pairs = dict(zip(opts[0::2], opts[1::2]))
     nested: dict = {}
-    for k in pairs:
+    for k, v in zip(opts[0::2], opts[1::2]):
         d = nested
         parts = k.split(".")
         for p in parts[:-1]:
             d = d.setdefault(p, {})
-        d[parts[-1]] = None
+            if not isinstance(d, dict):
+                raise UserError(f"Command-line override {k}: {'.'.join(parts[:-1])} is a value, "
+                                "not a section.")
+        d[parts[-1]] = v
     _check_keys(cfg, nested, "the command line")
-    try:
-        cfg.merge_from_list(list(opts))
-    except (ValueError, TypeError, KeyError, AssertionError) as e:
-        raise UserError(f"Command-line override: {e}") from None
+    _merge(cfg, nested, "the command line")
 
 
 def validate_cfg(cfg: CN) -> None:

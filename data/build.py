@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch.utils.data import DataLoader
@@ -12,7 +13,7 @@ from data.datasets import DATASET_CLASSES, VideoReIDDataset
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
 from data.transforms import build_transforms
 from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
-from utils.comm import get_rank, get_world_size
+from utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from utils.errors import UserError
 
 __all__ = ["attribute_mode", "build_dataset", "make_data_loaders"]
@@ -38,9 +39,28 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     if not root:
         raise UserError("DATASETS.ROOT_DIR is empty: set it to the dataset folder, e.g. "
                         "DATASETS.ROOT_DIR data/mars.")
+    if cfg.DATASETS.SYNTHETIC.IF_MISSING and not os.path.isdir(root):
+        _write_synthetic(cfg)
     if name in ("mars", "duke"):
         return DATASET_CLASSES[name](root, attributes=cfg.ATTR_RECOG_ON)
     return DATASET_CLASSES[name](root)
+
+
+def _write_synthetic(cfg: CfgNode) -> None:
+    """Write the synthetic dataset of DATASETS.SYNTHETIC at DATASETS.ROOT_DIR (rank 0)."""
+    from data.synthetic import write_synthetic_dataset
+
+    name, root, syn = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR, cfg.DATASETS.SYNTHETIC
+    if name not in ("mars", "duke"):
+        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes MARS or Duke-format data only; "
+                        f"DATASETS.NAME is {name!r}. Set IF_MISSING False or NAME mars/duke.")
+    if is_main_process():
+        logger.info("DATASETS.ROOT_DIR %s does not exist: writing a synthetic %s dataset "
+                    "(%d ids x %d tracklets x %d frames, %dx%d, seed %d)", root, name, syn.IDS,
+                    syn.TRACKLETS, syn.FRAMES, syn.SIZE[0], syn.SIZE[1], syn.SEED)
+        write_synthetic_dataset(root, name, syn.IDS, syn.TRACKLETS, syn.FRAMES,
+                                tuple(syn.SIZE), syn.SEED)
+    synchronize()
 
 
 def attribute_mode(cfg: CfgNode, dataset: VideoReIDDataset) -> str:

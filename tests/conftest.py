@@ -1,5 +1,6 @@
 """Shared test fixtures."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,18 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _single_thread_env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture(autouse=True)
+def _reset_reid_logger():
+    """Undo setup_logger after each test so that later tests' caplog sees the "reid" records."""
+    yield
+    logger = logging.getLogger("reid")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,10 @@ class _SignalAfter:
     def __getattr__(self, name):
         return getattr(self.criterion, name)
 
+    def to(self, *args, **kwargs):
+        self.criterion.to(*args, **kwargs)
+        return self
+
     def __call__(self, *args):
         self.calls += 1
         if self.calls == self.n:
