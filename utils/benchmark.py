@@ -70,7 +70,7 @@ def _build(cfg: CfgNode, device: torch.device, num_classes: int = 625):
     from modeling import build_model
     from solver import make_optimizer
 
-    model = build_model(cfg, num_classes, MARS_ATTR_LENS).to(device)
+    model = build_model(cfg, num_classes, MARS_ATTR_LENS, load_pretrained=False).to(device)
     if cfg.MODEL.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
     criterion = make_loss(cfg, num_classes, MARS_ATTR_LENS, feat_dim=model.feat_dim).to(device)
@@ -198,7 +198,17 @@ def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int 
 
 
 def _rss_mb() -> float:
+    """Peak resident set size of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    """Current resident set size (MB; Linux /proc, else the peak so far)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _rss_mb()
 
 
 def _memory_child(config_file: str | None, opts: list[str], grad_ckpt: bool, root: str) -> dict:
@@ -214,17 +224,20 @@ def _memory_child(config_file: str | None, opts: list[str], grad_ckpt: bool, roo
     if cfg.DATASETS.ATTRIBUTE_LOSS == "mce":
         attrs = torch.zeros(b, sum(len(g) for g in MARS_ATTR_LENS), dtype=torch.long,
                             device=device)
-    # one step first so that optimizer state and allocator caches exist in both settings
-    for step in range(2):
-        if step == 1:
-            base = (torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda"
-                    else _rss_mb())
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-        losses = criterion(model(clips), pids, attrs)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
+    # Create the optimizer state and the gradients first (a step on zero gradients), so that
+    # the measured peak is what one training step adds: activations and their gradients.
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        base = _current_rss_mb()
+    losses = criterion(model(clips), pids, attrs)
+    losses["total"].backward()
+    optimizer.step()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
     return {"peak_mb": peak, "baseline_mb": base, "step_mb": peak - base}
 
@@ -244,8 +257,8 @@ def bench_memory(config_file: str | None, opts: list[str], root: str) -> dict:
         out[f"peak_mb_{key}"] = res["step_mb"]
         out[f"process_peak_mb_{key}"] = res["peak_mb"]
     out["reduction"] = 1 - out["peak_mb_checkpointed"] / out["peak_mb_plain"]
-    out["note"] = ("peak_mb_* = memory added by a training step over the state after one step "
-                   "(CPU: max RSS; GPU: max allocated)")
+    out["note"] = ("peak_mb_* = memory a training step adds over weights, gradients and "
+                   "optimizer state (CPU: max RSS; GPU: max allocated)")
     return out
 
 
@@ -274,7 +287,7 @@ def bench_compute(cfg: CfgNode, device: torch.device, train: dict | None) -> dic
     from modeling import build_model
     from utils.model_info import count_flops
 
-    model = build_model(cfg, 625, MARS_ATTR_LENS)
+    model = build_model(cfg, 625, MARS_ATTR_LENS, load_pretrained=False)
     h, w = cfg.INPUT.SIZE_TRAIN
     flops = count_flops(model, (1, cfg.DATASETS.SEQ_LEN, 3, h, w))
     gflops_clip = flops["gflops"] if "gflops" in flops else flops["total"] / 1e9
@@ -303,13 +316,29 @@ def _print_table(name: str, res: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Command line of ``python -m utils.benchmark``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", nargs="?", default="all", choices=BENCHMARKS + ("all",))
+    p.add_argument("which", nargs="?", default="all",
+                   help=f"one of {', '.join(BENCHMARKS + ('all',))} (default: all)")
     p.add_argument("--config_file", default="", metavar="FILE",
                    help="model/input config (default: configs/mars_aitl.yml)")
     p.add_argument("--out", default="benchmark.json", metavar="FILE")
     p.add_argument("--iters", type=int, default=3, help="timed training iterations")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.NAME resnet18")
     return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Options may come before or after the benchmark name and the ``KEY VALUE`` overrides."""
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.which not in BENCHMARKS + ("all",):
+        if "." in args.which or args.which.isupper():      # a config key: no name was given
+            args.opts.insert(0, args.which)
+            args.which = "all"
+        else:
+            parser.error(f"unknown benchmark {args.which!r}; choose from "
+                         f"{', '.join(BENCHMARKS + ('all',))}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         a = c.parse_args(argv[1:])
         print(json.dumps(_memory_child(a.config_file, a.opts, a.ckpt == "True", a.root)))
         return 0
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     which = BENCHMARKS if args.which == "all" else (args.which,)
     report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),

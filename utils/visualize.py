@@ -4,8 +4,12 @@
     python -m utils.visualize attention --config_file FILE [--tracklet I --split query] \
         TEST.WEIGHT PATH
     python -m utils.visualize curves RUN_DIR
+    python -m utils.visualize architecture [--config_file FILE] [--out PATH] [--num-classes N] \
+        [KEY VALUE ...]
 
-Pictures go under OUTPUT_DIR, or the folder of TEST.WEIGHT when OUTPUT_DIR is not given.
+Pictures go under OUTPUT_DIR, or the folder of TEST.WEIGHT when OUTPUT_DIR is not given; the
+architecture diagram of a config (default configs/mars_aitl.yml) goes to --out (default
+display_images/architecture.png) and needs no checkpoint or dataset.
 """
 
 from __future__ import annotations
@@ -99,10 +103,13 @@ def _load(cfg_file: str | None, opts: list[str]):
     cfg.freeze()
     device, _ = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
     _, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False)
     load_model_weights(model, state)
     model.to(device).eval()
-    out_dir = cfg.OUTPUT_DIR or os.path.dirname(os.path.abspath(cfg.TEST.WEIGHT))
+    # Pictures go under OUTPUT_DIR when it is given on the command line, else beside the
+    # checkpoint (the trained run's folder).
+    given = "OUTPUT_DIR" in opts[0::2] and cfg.OUTPUT_DIR
+    out_dir = cfg.OUTPUT_DIR if given else os.path.dirname(os.path.abspath(cfg.TEST.WEIGHT))
     return cfg, device, dataset, query_loader, gallery_loader, model, out_dir
 
 
@@ -237,6 +244,272 @@ def visualize_attention(cfg_file: str | None, opts: list[str], tracklet: int = 0
     return path
 
 
+# ---------------------------------------------------------------------------------- architecture
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_ARCH_CONFIG = os.path.join("configs", "mars_aitl.yml")
+DEFAULT_ARCH_OUT = os.path.join("display_images", "architecture.png")
+# training identities of each dataset's standard split (the classifier's width)
+TRAIN_IDS = {"mars": 625, "duke": 702, "ilidsvid": 150, "prid": 100}
+ARCH_SIZE = (14, 7)            # inches; 1400 x 700 px at 100 dpi
+
+
+def describe_architecture(cfg, num_classes: int | None = None) -> dict:
+    """Build the config's model on the CPU and read its real shapes.
+
+    The backbone map, the attention maps, the feature and the logits come from one forward
+    pass of a dummy clip (1, T, 3, H, W) in eval mode; layer widths from the layers themselves.
+
+    Args:
+        cfg: the config (MODEL.*, INPUT.SIZE_TRAIN, DATASETS.NAME/SEQ_LEN/ATTRIBUTE_LOSS, ...).
+        num_classes: training identities; default: the standard split of DATASETS.NAME.
+
+    Returns:
+        dict of the names, shapes and numbers the diagram writes.
+    """
+    from data.attributes import SCHEMAS
+    from modeling import build_model
+
+    name = cfg.DATASETS.NAME
+    schema = SCHEMAS.get(name)
+    if num_classes is None:
+        num_classes = TRAIN_IDS.get(name, 625)
+    model = build_model(cfg, num_classes, schema.attr_lens if schema else None,
+                        load_pretrained=False).eval()
+    t = cfg.DATASETS.SEQ_LEN
+    h_in, w_in = (int(v) for v in cfg.INPUT.SIZE_TRAIN)
+    seen = {}
+    hook = model.base.register_forward_hook(lambda m, i, o: seen.__setitem__("F", o.shape))
+    try:
+        with torch.no_grad():
+            clip = torch.zeros(1, t, 3, h_in, w_in)
+            feat, attr_logits = model(clip)
+            maps = model.forward_attention(clip)
+    finally:
+        hook.remove()
+    _, c, h, w = seen["F"]
+    info = {
+        "config": cfg, "dataset": name, "backbone": cfg.MODEL.NAME,
+        "last_stride": cfg.MODEL.LAST_STRIDE, "T": t, "H": h_in, "W": w_in,
+        "C": int(c), "h": int(h), "w": int(w), "fusion": model.fusion_method,
+        "feat_dim": int(feat.shape[1]), "num_classes": model.classifier.out_features,
+        "neck": model.neck, "neck_feat": model.neck_feat, "attr_mode": None,
+        "params": sum(p.numel() for p in model.parameters()) / 1e6,
+        "id_map": None if maps["identity"] is None else tuple(maps["identity"].shape[-2:]),
+    }
+    if model.attr_on:
+        mode = model.attribute_loss
+        sizes = [len(g) for g in model.attr_lens]
+        widths = [int(a.shape[1]) for a in attr_logits]
+        if mode == "mce":                       # one head per attribute, in CSV order
+            widths = [sum(widths[:sizes[0]]), sum(widths[sizes[0]:])]
+        streams = [model.multi_attr_recoger1, model.multi_attr_recoger2]
+        info.update(
+            attr_mode=mode, group_sizes=sizes, group_widths=widths,
+            group_names=[list(g) for g in schema.groups],
+            stream_mid=streams[0].conv.out_channels,
+            positions=(streams[0].attention_t_conv.in_channels if mode == "bce" else None),
+            attr_map=tuple(maps["unrelated"].shape[-2:]))
+    return info
+
+
+def _shape(*dims) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def _box(ax, x0: float, y0: float, x1: float, y1: float, title: str, lines: list[str],
+         color: str, fontsize: float = 8.5) -> None:
+    """A rounded box with a bold title and centred lines of text."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, fc=color, ec="0.3", lw=0.9,
+                                boxstyle="round,pad=0,rounding_size=0.8"))
+    rows = [title, *lines]
+    step = fontsize * 1.32 / 72 * 100 / 10             # line height in axis units (10 px)
+    top = (y0 + y1) / 2 + step * (len(rows) - 1) / 2
+    for i, text in enumerate(rows):
+        ax.text((x0 + x1) / 2, top - i * step, text, ha="center", va="center",
+                fontsize=fontsize, fontweight="bold" if i == 0 else "normal")
+
+
+def _arrow(ax, points: list[tuple[float, float]], style: str = "-", color: str = "0.2",
+           label: str | None = None, label_at: int = 0, rotation: float = 0) -> None:
+    """A polyline through ``points`` with an arrow head at the last point."""
+    xs, ys = zip(*points)
+    if len(points) > 2:
+        ax.plot(xs[:-1], ys[:-1], ls=style, color=color, lw=1.3, solid_capstyle="butt")
+    ax.annotate("", xy=points[-1], xytext=points[-2],
+                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.3, ls=style,
+                                shrinkA=0, shrinkB=0, mutation_scale=11))
+    if label:
+        (xa, ya), (xb, yb) = points[label_at], points[label_at + 1]
+        ax.text((xa + xb) / 2, (ya + yb) / 2, label, ha="center", va="center", fontsize=7.5,
+                color=color, rotation=rotation, bbox=dict(fc="white", ec="none", pad=0.6))
+
+
+def draw_architecture(info: dict, out_path: str, config_name: str = "") -> str:
+    """Draw the model described by :func:`describe_architecture` to a 1400x700 PNG."""
+    c, h, w, t = info["C"], info["h"], info["w"], info["T"]
+    d, n_ids = info["feat_dim"], info["num_classes"]
+    attr = info["attr_mode"]
+    blue, green, red, grey = "#d6e6f5", "#dcefd6", "#f7d4d4", "#e6e6e6"
+    detach_col, pick_col = "#7a7a7a", "#8a3ab9"
+
+    fig = plt.figure(figsize=ARCH_SIZE, dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 140)
+    ax.set_ylim(0, 70)
+    ax.axis("off")
+    title = ", ".join([f"Model of {config_name or 'the config'}: {info['backbone']}",
+                       f"{info['fusion']} fusion"]
+                      + ([f"attribute streams ({attr})"] if attr else [])
+                      + [f"{info['params']:.1f} M parameters"])
+    ax.text(70, 67.6, title, ha="center", va="center", fontsize=11.5, fontweight="bold")
+
+    # notation (top left)
+    notes = [f"B clips of T = {t} frames, {info['H']}x{info['W']} pixels",
+             f"F: backbone map, C = {c}, h x w = {h} x {w}",
+             f"{n_ids} training identities ({info['dataset']})",
+             "shapes read from a forward pass"]
+    for i, s in enumerate(notes):
+        ax.text(1.5, 61.5 - 2.3 * i, s, fontsize=8, va="center", color="0.25")
+
+    # input and backbone
+    _box(ax, 1.5, 31.5, 14, 45.5, "input clip", ["(B, T, 3, H, W)", _shape("B", t, 3, info["H"],
+                                                                           info["W"])], grey)
+    stride = f"last stride {info['last_stride']}"
+    _box(ax, 17.5, 30, 31, 47, "backbone", [info["backbone"], stride, "F:", _shape("B*T", c, h, w)],
+         grey)
+    _arrow(ax, [(14, 38.5), (17.5, 38.5)])
+    ax.text(15.75, 36.2, "fold T", ha="center", fontsize=7, color="0.3")
+
+    # identity stream (middle row, y 33..44)
+    y0, y1, ym = 33, 44, 38.5
+    fusion = info["fusion"]
+    if fusion == "baseline":
+        _box(ax, 35, y0, 48.5, y1, "no attention", ["(baseline)", "F' = F"], blue)
+    else:
+        _box(ax, 35, y0, 48.5, y1, "attention (TA)",
+             [f"3x3 conv {c}->1", f"sigmoid: A {_shape(*info['id_map'])}", "F' = A*F"], blue)
+    if fusion == "ATTR_TA":
+        _box(ax, 51, y0, 71.5, y1, "ATTR_TA fusion + pooling",
+             ["concat(F', A1*F', A2*F')", _shape("B*T", 3 * c, h, w),
+              "avg over h, w; mean over T"], blue)
+    else:
+        _box(ax, 51, y0, 71.5, y1, "pooling", [_shape("B*T", c, h, w) + " F'",
+                                               "avg over h, w; mean over T"], blue)
+    _box(ax, 74, y0, 84.5, y1, "global feat. f", [_shape("B", d), "(before BN)"], blue)
+    if info["neck"] == "bnneck":
+        test = "test feature" if info["neck_feat"] == "after" else ""
+        _box(ax, 87, y0, 97, y1, "BNNeck", ["BatchNorm1d", f"({d})", test], blue)
+        cls_lines = ["Linear, no bias", f"{d} -> {n_ids}"]
+    else:
+        _box(ax, 87, y0, 97, y1, "no neck", ["f is the", "test feature"], blue)
+        cls_lines = ["Linear", f"{d} -> {n_ids}"]
+    _box(ax, 99.5, y0, 110, y1, "ID classifier", cls_lines, blue)
+    for xa, xb in ((31, 35), (48.5, 51), (71.5, 74), (84.5, 87), (97, 99.5)):
+        _arrow(ax, [(xa, ym), (xb, ym)])
+
+    # losses (right column)
+    lx0, lx1 = 112.5, 139.5
+    cfg = info["config"]
+    smooth = "label smoothing 0.1" if cfg.MODEL.IF_LABELSMOOTH == "on" else "no label smoothing"
+    _box(ax, lx0, 35, lx1, 42, "ID loss: cross entropy", [smooth], red)
+    _arrow(ax, [(110, ym), (lx0, ym)])
+    _box(ax, lx0, 25.5, lx1, 31.5, "batch-hard triplet on f",
+         [f"{cfg.DISTANCE} distance, margin {cfg.SOLVER.MARGIN:g}"], red)
+    _arrow(ax, [(77.5, y0), (77.5, 28.5), (lx0, 28.5)])
+
+    # legend and total loss (bottom left)
+    if attr == "bce":
+        total = "total = ID + (triplet + AITL1 + AITL2) / 3 + BCE1 + BCE2"
+    elif attr == "mce":
+        total = "total = ID + (triplet + AITL1 + AITL2) / 3 + mean attribute CE"
+    else:
+        total = "total = ID + triplet"
+    if cfg.SOLVER.USE_CENTER_LOSS:
+        total += " + center"
+    legend = [("-", "0.2", "forward (gradients flow back)"),
+              ("--", detach_col, "F.detach(): attribute losses stop here"),
+              (":", pick_col, "attribute logits pick the AITL positives")]
+    for i, (ls, col, text) in enumerate(legend if attr else legend[:1]):
+        y = 24 - 3.2 * i
+        _arrow(ax, [(1.5, y), (6.5, y)], style=ls, color=col)
+        ax.text(7.5, y, text, fontsize=8, va="center")
+    ax.text(1.5, 12.5, "loss:", fontsize=8.5, fontweight="bold", va="center")
+    ax.text(1.5, 10, total, fontsize=8, va="center")
+    if attr:
+        ax.text(1.5, 7.5, "A1, A2 are not detached in the fusion:", fontsize=8, va="center")
+        ax.text(1.5, 5.3, "the re-ID losses train the attention layers", fontsize=8,
+                va="center")
+
+    if attr:
+        groups = info["group_names"]
+        for g, (yc, label) in enumerate(((58, "ID-irrelevant"), (9, "ID-relevant"))):
+            sy0, sy1 = yc - 5.5, yc + 5.5
+            n_attr, width = info["group_sizes"][g], info["group_widths"][g]
+            k = g + 1
+            examples = ", ".join(groups[g][:3]) + ", ..."
+            if attr == "bce":
+                att_lines = [f"1x1 conv {c}->{c}, BN, ReLU; 3x3 conv ->1",
+                             f"Conv1d over T ({info['positions']} positions, k 3), sigmoid",
+                             f"A{k}: " + _shape("B", t, 1, *info["attr_map"])]
+                head_lines = [f"A{k}-weighted pooling of F, mean T, ReLU",
+                              f"Linear {c} -> {width}: logits (B, {width})"]
+                loss = ("attribute loss: BCE", f"{width} one-hots of {n_attr} attributes")
+            else:
+                mid = info["stream_mid"]
+                att_lines = [f"1x1 conv {c}->{mid}, BN, ReLU", f"{n_attr} x (1x1 conv -> 1 map, "
+                             "sigmoid)", f"A{k}: learnt weighted sum of the {n_attr} maps"]
+                head_lines = [f"{n_attr} heads: weighted pooling, mean T",
+                              f"Linear {mid} -> n_k; together (B, {width})"]
+                loss = ("attribute loss: cross entropy", f"per attribute, mean of {n_attr}")
+            _box(ax, 35, sy0, 63.5, sy1, f"{label} attribute stream (ASTA)", att_lines,
+                 green, 8)
+            _box(ax, 66.5, sy0, 92, sy1, "attribute head", head_lines, green, 8)
+            _box(ax, lx0, yc - 4.5, lx1, yc + 4.5, loss[0],
+                 [examples, loss[1]], red, 8)
+            _arrow(ax, [(63.5, yc), (66.5, yc)])
+            _arrow(ax, [(92, yc), (lx0, yc)])
+            # F.detach() into the stream
+            yin = yc + (1 if g == 0 else -1) * 1.5
+            ys = 44 if g == 0 else 33
+            _arrow(ax, [(31, ys), (33, ys), (33, yin), (35, yin)], style="--",
+                   color=detach_col, label="F.detach()", label_at=1, rotation=90)
+            # AITL of this group
+            ay0, ay1 = (45.5, 51.5) if g == 0 else (16.5, 22.5)
+            f_y, pick_y = (47, 50) if g == 0 else (21, 18)
+            _box(ax, lx0, ay0, lx1, ay1, f"AITL{k} on f ({label} attributes)",
+                 ["max(0, d(f, far positive) - d(f, near positive))",
+                  f"far / near in {label} attribute logits"], red, 7.5)
+            _arrow(ax, [(81, y1 if g == 0 else y0), (81, f_y), (lx0, f_y)])
+            _arrow(ax, [(89, sy0 if g == 0 else sy1), (89, pick_y), (lx0, pick_y)], style=":",
+                   color=pick_col)
+            # the stream's attention map into the fusion
+            if fusion == "ATTR_TA":
+                xa = 60
+                _arrow(ax, [(xa, sy0 if g == 0 else sy1), (xa, y1 if g == 0 else y0)],
+                       label=f"A{k}", label_at=0)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def visualize_architecture(cfg_file: str | None, opts: list[str], out_path: str | None = None,
+                           num_classes: int | None = None) -> str:
+    """Diagram of the config's model (default configs/mars_aitl.yml); returns the PNG path."""
+    from config import load_cfg
+
+    cfg_file = cfg_file or os.path.join(REPO_ROOT, DEFAULT_ARCH_CONFIG)
+    cfg = load_cfg(cfg_file, opts)
+    info = describe_architecture(cfg, num_classes)
+    out_path = out_path or os.path.join(REPO_ROOT, DEFAULT_ARCH_OUT)
+    path = draw_architecture(info, out_path, os.path.relpath(cfg_file, REPO_ROOT)
+                             if os.path.abspath(cfg_file).startswith(REPO_ROOT) else cfg_file)
+    logger.info("Wrote %s", path)
+    return path
+
+
 # ---------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m utils.visualize``."""
@@ -256,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config overrides, e.g. TEST.WEIGHT path/to/model.pth")
     p = sub.add_parser("curves", help="training curves of a run folder")
     p.add_argument("run_dir")
+    p = sub.add_parser("architecture", help="diagram of the model of a config")
+    p.add_argument("--config_file", default="", metavar="FILE",
+                   help=f"default: {DEFAULT_ARCH_CONFIG}")
+    p.add_argument("--out", default="", metavar="PATH", help=f"default: {DEFAULT_ARCH_OUT}")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="training identities (default: the standard split of DATASETS.NAME)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.NAME resnet18")
     return parser
 
 
@@ -268,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "curves":
             print(plot_curves(args.run_dir))
+        elif args.command == "architecture":
+            print(visualize_architecture(args.config_file, args.opts, args.out or None,
+                                         args.num_classes))
         elif args.command == "ranks":
             for p in visualize_ranks(args.config_file, args.opts, args.num_queries, args.topk):
                 print(p)
