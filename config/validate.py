@@ -184,6 +184,12 @@ def validate_cfg(cfg: CN) -> None:
                 f"SOLVER.SEQS_PER_BATCH ({cfg.SOLVER.SEQS_PER_BATCH}) must be a multiple of "
                 f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
                 f"sampler '{cfg.DATALOADER.SAMPLER}'.")
+    from solver.build import available_optimizers
+
+    optimizers = available_optimizers()
+    if cfg.SOLVER.OPTIMIZER_NAME not in optimizers:
+        raise UserError(f"Invalid value {cfg.SOLVER.OPTIMIZER_NAME!r} for SOLVER.OPTIMIZER_NAME; "
+                        f"allowed values (torch.optim classes): {', '.join(optimizers)}.")
     steps = list(cfg.SOLVER.STEPS)
     if steps != sorted(steps):
         raise UserError(f"SOLVER.STEPS must be increasing; got {steps}.")

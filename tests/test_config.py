@@ -118,6 +118,22 @@ def test_bad_enumerated_value_lists_allowed():
         load_cfg(None, ["MODEL.FUSION_METHOD", "ATTR_TAA"])
     with pytest.raises(UserError, match=r"DISTANCE.*cosine, euclid"):
         load_cfg(None, ["DISTANCE", "l2"])
+    with pytest.raises(UserError, match=r"'adam'.*SOLVER\.OPTIMIZER_NAME.*Adam, AdamW"):
+        load_cfg(None, ["SOLVER.OPTIMIZER_NAME", "adam"])
+
+
+def test_value_types_are_checked_and_coerced(tmp_path):
+    with pytest.raises(UserError, match=r"SOLVER\.BASE_LR.*float.*'fast'"):
+        load_cfg(None, ["SOLVER.BASE_LR", "fast"])
+    with pytest.raises(UserError, match=r"MODEL\.FUSION_METHOD.*section|MODEL.*section"):
+        load_cfg(None, ["MODEL", "ATTR_TA"])
+    f = tmp_path / "original_style.yml"
+    # the original's configs write DEVICE_ID: ('0') and tuples as strings
+    f.write_text("MODEL:\n  DEVICE_ID: ('0')\nINPUT:\n  SIZE_TRAIN: (128, 64)\n"
+                 "SOLVER:\n  BASE_LR: 1\n")
+    c = load_cfg(str(f), ["MODEL.DEVICE_ID", "1"])
+    assert c.MODEL.DEVICE_ID == "1" and c.INPUT.SIZE_TRAIN == [128, 64]
+    assert c.SOLVER.BASE_LR == 1.0 and isinstance(c.SOLVER.BASE_LR, float)
 
 
 def test_batch_must_be_multiple_of_instances():

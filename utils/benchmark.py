@@ -290,8 +290,8 @@ def bench_compute(cfg: CfgNode, device: torch.device, train: dict | None) -> dic
     model = build_model(cfg, 625, MARS_ATTR_LENS, load_pretrained=False)
     h, w = cfg.INPUT.SIZE_TRAIN
     flops = count_flops(model, (1, cfg.DATASETS.SEQ_LEN, 3, h, w))
-    gflops_clip = flops["gflops"] if "gflops" in flops else flops["total"] / 1e9
-    out = {"gflops_per_clip": gflops_clip, "gmacs_per_clip": gflops_clip / 2,
+    gflops_clip = flops["flops"] / 1e9
+    out = {"gflops_per_clip": gflops_clip, "gmacs_per_clip": flops["macs"] / 1e9,
            "matmul_gflops_per_s": matmul_gflops(device)}
     if train:
         # forward + backward ~ 3x the forward FLOPs
