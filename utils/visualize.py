@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from utils.errors import UserError  # noqa: E402
 
@@ -35,6 +35,7 @@ logger = logging.getLogger("reid.visualize")
 CELL_H, CELL_W = 128, 64       # size of one frame in the pictures
 BORDER = 4
 GREEN, RED, GREY = (40, 170, 60), (210, 40, 40), (150, 150, 150)
+MIN_HEAT_RANGE = 0.05           # attention rows with a smaller range are drawn on [0, 1]
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -77,6 +78,16 @@ def plot_curves(run_dir: str, out_path: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _font(size: int, mono: bool = False) -> ImageFont.ImageFont:
+    """Matplotlib's DejaVu font at ``size`` pixels (PIL's bitmap font if it cannot be read)."""
+    name = "DejaVuSansMono.ttf" if mono else "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", name),
+                                  size)
+    except OSError:
+        return ImageFont.load_default()
+
+
 def _frame(path: str) -> Image.Image:
     return Image.open(path).convert("RGB").resize((CELL_W, CELL_H), Image.BILINEAR)
 
@@ -131,7 +142,8 @@ def render_ranked_list(query: tuple, ranked: list[tuple], distances: list[float]
     width = len(q_frames) * CELL_W + gap + k * (CELL_W + 2 * BORDER + 4)
     canvas = Image.new("RGB", (width, CELL_H + 2 * BORDER + top + 16), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((2, 2), f"query id {query[1]} cam {query[2] + 1}", fill=(0, 0, 0))
+    font, small = _font(12), _font(11)
+    draw.text((2, 2), f"query: id {query[1]}, cam {query[2] + 1}", fill=(0, 0, 0), font=font)
     for i, p in enumerate(q_frames):
         canvas.paste(_frame(p), (i * CELL_W, top + BORDER))
     x = len(q_frames) * CELL_W + gap
@@ -141,9 +153,9 @@ def render_ranked_list(query: tuple, ranked: list[tuple], distances: list[float]
                        fill=GREEN if ok else RED)
         canvas.paste(_frame(trk[0][len(trk[0]) // 2]), (x + BORDER, top + BORDER))
         label = f"{r + 1}: {d:.3f}" + (" *" if r == first else "")
-        draw.text((x, 2), label, fill=GREEN if r == first else (0, 0, 0))
-        draw.text((x, top + CELL_H + 2 * BORDER + 2), f"id {trk[1]} c{trk[2] + 1}",
-                  fill=(60, 60, 60))
+        draw.text((x, 2), label, fill=GREEN if r == first else (0, 0, 0), font=font)
+        draw.text((x, top + CELL_H + 2 * BORDER + 1), f"id {trk[1]} c{trk[2] + 1}",
+                  fill=(60, 60, 60), font=small)
         x += CELL_W + 2 * BORDER + 4
     return canvas
 
@@ -183,17 +195,54 @@ def visualize_ranks(cfg_file: str | None, opts: list[str], num_queries: int = 8,
 
 
 # ---------------------------------------------------------------------------------- attention
-def _overlay(frame: Image.Image, heat: np.ndarray) -> Image.Image:
-    """Blend a (h, w) map in [0, 1] over a frame as a jet heat map."""
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-8)
+def _overlay(frame: Image.Image, heat: np.ndarray, lo: float, hi: float) -> Image.Image:
+    """Blend a (h, w) map over a frame as a jet heat map, scaled so that [lo, hi] -> [0, 1]."""
+    heat = np.clip((heat - lo) / max(hi - lo, 1e-8), 0.0, 1.0)
     colored = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     colored = Image.fromarray(colored).resize(frame.size, Image.BILINEAR)
     return Image.blend(frame, colored, 0.45)
 
 
+def attribute_lines(names: list[str], groups: list[int], classes: list[int], pred, truth
+                    ) -> list[tuple[str, tuple[int, int, int]]]:
+    """The attribute table of the attention figure: ``(text, colour)`` per line.
+
+    Values are the class indices of the attribute CSV (the schemas name no values); a wrong
+    prediction is red, an unknown truth (-1, e.g. distractors) is written "?" in grey.
+
+    Args:
+        names: attribute names in CSV order.
+        groups: number of attributes in each group (ID-irrelevant, ID-relevant).
+        classes: class count of each attribute.
+        pred, truth: predicted and true class index of each attribute.
+    """
+    width = max(len(n) for n in names) + 1
+    lines = [("attributes: pred / truth", (0, 0, 0)),
+             ("(class index; red: wrong)", (90, 90, 90))]
+    titles = ["ID-irrelevant (A1 stream)", "ID-relevant (A2 stream)"]
+    start = 0
+    for g, n in enumerate(groups):
+        lines.append(("", (0, 0, 0)))
+        lines.append((titles[g] if len(groups) == 2 else "attributes", (0, 0, 0)))
+        for i in range(start, start + n):
+            p = int(pred[i])
+            t = int(truth[i]) if i < len(truth) else -1
+            text = f"{names[i]:<{width}}{p:>2} / {str(t) if t >= 0 else '?':<2} of {classes[i]}"
+            color = (120, 120, 120) if t < 0 else (0, 0, 0) if p == t else RED
+            lines.append((text, color))
+        start += n
+    return lines
+
+
 def visualize_attention(cfg_file: str | None, opts: list[str], tracklet: int = 0,
                         split: str = "query") -> str:
-    """Frames of one tracklet with the identity and attribute attention maps; returns the PNG."""
+    """Frames of one tracklet with the identity and attribute attention maps; returns the PNG.
+
+    One row per stream; each row's maps share one colour scale (the row's minimum to maximum
+    over the T frames, written under the row's name), so the temporal weighting stays visible;
+    a row whose maps are (nearly) constant is drawn on the absolute [0, 1] scale instead of
+    magnifying noise, and labelled "uniform".
+    """
     from data.transforms import build_transforms
     from engine.evaluator import decode_flat_attr_logits
 
@@ -210,32 +259,53 @@ def visualize_attention(cfg_file: str | None, opts: list[str], tracklet: int = 0
     with torch.no_grad():
         maps = model.forward_attention(clip)
         _, attr_logits = model(clip)
-    rows = [("frames", None)] + [(k, v) for k, v in (("identity", maps.get("identity")),
-                                                     ("ID-irrelevant attr.", maps.get("unrelated")),
-                                                     ("ID-relevant attr.", maps.get("related")))
-                                 if v is not None]
-    text_w = 230
-    label_w = 120
-    width = label_w + len(paths) * CELL_W + text_w
-    canvas = Image.new("RGB", (width, len(rows) * (CELL_H + 6) + 6), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    frames = [_frame(p) for p in paths]
-    for r, (name, amap) in enumerate(rows):
-        y = 6 + r * (CELL_H + 6)
-        draw.text((4, y + CELL_H // 2), name, fill=(0, 0, 0))
-        for t, fr in enumerate(frames):
-            img = fr if amap is None else _overlay(fr, amap[0, t].float().cpu().numpy())
-            canvas.paste(img, (label_w + t * CELL_W, y))
+    _, pid, camid, truth = tracks[tracklet]
+    rows = [(f"{split} #{tracklet}\nid {pid}, cam {camid + 1}", None)] + [
+        (k, v) for k, v in (("identity (TA)", maps.get("identity")),
+                            ("ID-irrelevant\nattributes (A1)", maps.get("unrelated")),
+                            ("ID-relevant\nattributes (A2)", maps.get("related")))
+        if v is not None]
+    lines = []
     if attr_logits is not None and dataset.attr_lens is not None:
         flat = [n for grp in dataset.attr_lens for n in grp]
         logits = torch.cat([a.float() for a in attr_logits], dim=1)
         pred = decode_flat_attr_logits(logits, flat)[0]
-        truth = tracks[tracklet][3]
-        lines = ["predicted attributes (truth):"]
-        for name, p, t in zip(dataset.attr_names, pred, truth):
-            lines.append(f"{name}: {int(p)} ({int(t)})")
-        draw.multiline_text((label_w + len(paths) * CELL_W + 8, 6), "\n".join(lines),
-                            fill=(0, 0, 0), spacing=1)
+        lines = attribute_lines(dataset.attr_names, [len(g) for g in dataset.attr_lens], flat,
+                                pred, truth)
+    font, small, mono = _font(13), _font(11), _font(12, mono=True)
+    line_h = 17
+    label_w = 130
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = int(max(measure.textlength(t, font=mono) for t, _ in lines)) + 16 if lines else 0
+    width = label_w + len(paths) * CELL_W + text_w
+    height = max(len(rows) * (CELL_H + 6) + 6, 10 + len(lines) * line_h)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    frames = [_frame(p) for p in paths]
+    for r, (name, amap) in enumerate(rows):
+        y = 6 + r * (CELL_H + 6)
+        draw.multiline_text((6, y + CELL_H // 2 - 16), name, fill=(0, 0, 0), font=font,
+                            spacing=3)
+        if amap is not None:
+            heat = amap[0].float().cpu().numpy()                   # (T, h, w)
+            lo, hi = float(heat.min()), float(heat.max())
+            uniform = hi - lo < MIN_HEAT_RANGE   # (nearly) constant: show it on [0, 1]
+            ends = [f"uniform {(lo + hi) / 2:.3f}"] if uniform else [f"{lo:.2f}", f"{hi:.2f}"]
+            if uniform:
+                lo, hi = 0.0, 1.0
+            bar = matplotlib.colormaps["jet"](np.linspace(0, 1, 60))[None, :, :3] * 255
+            bar_y = y + CELL_H // 2 + 24
+            canvas.paste(Image.fromarray(bar.astype(np.uint8)).resize((60, 8)), (6, bar_y))
+            draw.text((6, bar_y + 10), ends[0], fill=(90, 90, 90), font=small)
+            if len(ends) == 2:                   # the row's maximum, under the bar's end
+                draw.text((66 - draw.textlength(ends[1], font=small), bar_y + 10), ends[1],
+                          fill=(90, 90, 90), font=small)
+        for t, fr in enumerate(frames):
+            img = fr if amap is None else _overlay(fr, heat[t], lo, hi)
+            canvas.paste(img, (label_w + t * CELL_W, y))
+    x_text = label_w + len(paths) * CELL_W + 10
+    for i, (text, color) in enumerate(lines):
+        draw.text((x_text, 8 + i * line_h), text, fill=color, font=mono)
     folder = os.path.join(out_dir, "attention")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{split}_{tracklet:04d}.png")
@@ -397,7 +467,8 @@ def draw_architecture(info: dict, out_path: str, config_name: str = "") -> str:
     else:
         _box(ax, 51, y0, 71.5, y1, "pooling", [_shape("B*T", c, h, w) + " F'",
                                                "avg over h, w; mean over T"], blue)
-    _box(ax, 74, y0, 84.5, y1, "global feat. f", [_shape("B", d), "(before BN)"], blue)
+    _box(ax, 74, y0, 84.5, y1, "global feat. f",
+         [_shape("B", d)] + (["(before BN)"] if info["neck"] == "bnneck" else []), blue)
     if info["neck"] == "bnneck":
         test = "test feature" if info["neck_feat"] == "after" else ""
         _box(ax, 87, y0, 97, y1, "BNNeck", ["BatchNorm1d", f"({d})", test], blue)
@@ -420,14 +491,15 @@ def draw_architecture(info: dict, out_path: str, config_name: str = "") -> str:
     _arrow(ax, [(77.5, y0), (77.5, 28.5), (lx0, 28.5)])
 
     # legend and total loss (bottom left)
-    if attr == "bce":
-        total = "total = ID + (triplet + AITL1 + AITL2) / 3 + BCE1 + BCE2"
-    elif attr == "mce":
-        total = "total = ID + (triplet + AITL1 + AITL2) / 3 + mean attribute CE"
-    else:
-        total = "total = ID + triplet"
+    total = ["total = ID + triplet"]
+    if attr:
+        total = ["total = ID + (triplet + AITL1 + AITL2) / 3",
+                 "          + " + ("BCE1 + BCE2" if attr == "bce" else "mean attribute CE")]
     if cfg.SOLVER.USE_CENTER_LOSS:
-        total += " + center"
+        total[-1] += " + center"
+    if attr and fusion == "ATTR_TA":
+        total += ["A1, A2 are not detached in the fusion:",
+                  "the re-ID losses train the attention layers"]
     legend = [("-", "0.2", "forward (gradients flow back)"),
               ("--", detach_col, "F.detach(): attribute losses stop here"),
               (":", pick_col, "attribute logits pick the AITL positives")]
@@ -435,12 +507,9 @@ def draw_architecture(info: dict, out_path: str, config_name: str = "") -> str:
         y = 24 - 3.2 * i
         _arrow(ax, [(1.5, y), (6.5, y)], style=ls, color=col)
         ax.text(7.5, y, text, fontsize=8, va="center")
-    ax.text(1.5, 12.5, "loss:", fontsize=8.5, fontweight="bold", va="center")
-    ax.text(1.5, 10, total, fontsize=8, va="center")
-    if attr:
-        ax.text(1.5, 7.5, "A1, A2 are not detached in the fusion:", fontsize=8, va="center")
-        ax.text(1.5, 5.3, "the re-ID losses train the attention layers", fontsize=8,
-                va="center")
+    ax.text(1.5, 13.2, "loss:", fontsize=8.5, fontweight="bold", va="center")
+    for i, line in enumerate(total):
+        ax.text(1.5, 10.8 - 2.2 * i - (0.8 if i >= 2 else 0), line, fontsize=8, va="center")
 
     if attr:
         groups = info["group_names"]
