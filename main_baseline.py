@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens)
 
     if cfg.EVALUATE_ONLY:
-        load_model_weights(model, load_file(cfg.TEST.WEIGHT))
+        load_model_weights(model, load_file(cfg.TEST.WEIGHT),
+                           source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)")
         model.to(device)
         run_evaluation(cfg, model, query_loader, gallery_loader, dataset, device, run_dir)
         return 0

@@ -39,6 +39,7 @@ __all__ = [
     "encode_attributes",
     "encode_bce",
     "load_attribute_table",
+    "resolve_columns",
 ]
 
 KEY_COLUMNS = ("person_id", "camera_id", "tracklets_id")
@@ -99,6 +100,29 @@ DUKE_SCHEMA = AttributeSchema(
 SCHEMAS: dict[str, AttributeSchema] = {"mars": MARS_SCHEMA, "duke": DUKE_SCHEMA}
 
 
+def resolve_columns(header: Sequence[str], schema: AttributeSchema
+                    ) -> tuple[list[str | None], list[str]]:
+    """Find the key and attribute columns of a CSV header (accepting the schema's aliases).
+
+    Args:
+        header: the CSV's column names (stripped).
+        schema: the dataset's :class:`AttributeSchema`.
+
+    Returns:
+        (the header name of each expected column, :data:`KEY_COLUMNS` then ``schema.names``,
+        None where absent; the expected names that are absent).
+    """
+    aliases = dict(schema.aliases)
+    present = set(header)
+    columns, missing = [], []
+    for name in (*KEY_COLUMNS, *schema.names):
+        found = next((c for c in (name, *aliases.get(name, ())) if c in present), None)
+        if found is None:
+            missing.append(name)
+        columns.append(found)
+    return columns, missing
+
+
 def load_attribute_table(csv_path: str, schema: AttributeSchema) -> dict[AttributeKey, tuple]:
     """Read and validate an attribute CSV into a lookup table.
 
@@ -120,13 +144,7 @@ def load_attribute_table(csv_path: str, schema: AttributeSchema) -> dict[Attribu
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise UserError(f"Cannot read the attribute file '{csv_path}': {e}. Fix: {fix}.") from None
     df.columns = [str(c).strip() for c in df.columns]
-    aliases = dict(schema.aliases)
-    columns, missing = [], []
-    for name in (*KEY_COLUMNS, *schema.names):
-        found = next((c for c in (name, *aliases.get(name, ())) if c in df.columns), None)
-        if found is None:
-            missing.append(name)
-        columns.append(found)
+    columns, missing = resolve_columns(df.columns, schema)
     if missing:
         raise UserError(f"Attribute file '{csv_path}' lacks the column(s) {missing}; expected "
                         f"{[*KEY_COLUMNS, *schema.names]} in this order. Fix: {fix}.")

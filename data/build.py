@@ -10,13 +10,14 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
 from data.transforms import build_transforms
 from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
 from utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from utils.errors import UserError
 
-__all__ = ["attribute_mode", "build_dataset", "make_data_loaders"]
+__all__ = ["attribute_mode", "build_dataset", "check_image_files", "make_data_loaders"]
 
 logger = logging.getLogger("reid.data")
 
@@ -70,6 +71,33 @@ def attribute_mode(cfg: CfgNode, dataset: VideoReIDDataset) -> str:
     return cfg.DATASETS.ATTRIBUTE_LOSS
 
 
+def check_image_files(dataset: VideoReIDDataset, shown: int = 10) -> None:
+    """Raise before training when image files of the split are missing.
+
+    Only existence is checked (one listing per folder, see
+    :func:`data.datasets.base.find_missing_files`); a
+    truncated or corrupt image is named when it is read, and ``python -m data.verify``
+    decodes every image up front.
+
+    Args:
+        dataset: the parsed dataset.
+        shown: how many missing paths the message lists.
+
+    Raises:
+        UserError: listing the first ``shown`` missing files and their count.
+    """
+    paths = [p for subset in (dataset.train, dataset.query, dataset.gallery)
+             for t in subset for p in t[0]]
+    missing = find_missing_files(paths)
+    if missing:
+        listed = "\n".join(f"  - {p}" for p in missing[:shown])
+        more = f"\n  ... and {len(missing) - shown} more" if len(missing) > shown else ""
+        raise UserError(f"{len(missing)} of the {len(paths)} image files of the split are "
+                        f"missing:\n{listed}{more}\nFix: restore them (re-extract the dataset "
+                        "archives); `python -m data.verify --config_file FILE` lists every "
+                        "problem of the dataset folder.")
+
+
 def _worker_init(worker_id: int) -> None:
     # One intra-op thread per worker: the workers already run in parallel. No seeding is
     # needed: every random draw of the data code comes from per-sample seeds.
@@ -94,10 +122,12 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
         dataset: an already parsed dataset (default: :func:`build_dataset`).
 
     Raises:
-        UserError: dataset errors; a batch that cannot be formed (see the samplers).
+        UserError: dataset errors, missing image files (see :func:`check_image_files`); a
+            batch that cannot be formed (see the samplers).
     """
     if dataset is None:
         dataset = build_dataset(cfg)
+    check_image_files(dataset)
     world, rank = get_world_size(), get_rank()
     seed = cfg.RANDOM_SEED
     if seed < 0:

@@ -24,7 +24,7 @@ from yacs.config import CfgNode
 from config import load_cfg
 from utils.comm import get_rank, is_main_process
 from utils.env import collect_env_info
-from utils.errors import UserError
+from utils.errors import UserError, user_message
 from utils.logger import setup_logger
 
 DEFAULT_CONFIG = "configs/softmax_triplet_tlaw.yml"
@@ -100,7 +100,12 @@ def default_setup(config_file: str | None, opts: list[str], extra: dict | None =
 
 
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
-    """Wrap a command's ``main`` so that a :class:`UserError` prints one clear line and exits 2."""
+    """Wrap a command's ``main`` so that a :class:`UserError` prints its message and exits 2.
+
+    The message is printed as ``error: <message>`` on stderr, without a traceback; one raised
+    in a DataLoader worker is shown without torch's wrapper (see
+    :func:`utils.errors.user_message`). The traceback goes to the log at debug level.
+    """
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -108,7 +113,7 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
             return int(main(argv) or 0)
         except UserError as e:
             logging.getLogger("reid").debug("user error", exc_info=True)
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {user_message(e)}", file=sys.stderr)
             return 2
 
     return wrapper

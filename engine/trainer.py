@@ -184,7 +184,7 @@ class Trainer:
                             "MODEL.PRETRAIN_CHOICE self instead of --resume.")
         from modeling import load_model_weights
 
-        load_model_weights(self.bare_model, state["model"])
+        load_model_weights(self.bare_model, state["model"], source=f"checkpoint '{path}'")
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -270,7 +270,14 @@ class Trainer:
                 self._train_epoch(epoch)
                 self.epoch, self.iteration = epoch, 0
                 if epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
-                    results = self.evaluate(epoch)
+                    try:
+                        results = self.evaluate(epoch)
+                    except Exception:
+                        # keep the trained epoch: --resume continues after it
+                        logger.error("Evaluation after epoch %d failed; saving the epoch's "
+                                     "checkpoint before stopping.", epoch)
+                        self.save(f"checkpoint_ep{epoch}")
+                        raise
                 if epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs:
                     self.save(f"checkpoint_ep{epoch}")
         finally:

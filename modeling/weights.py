@@ -199,7 +199,8 @@ def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
     return hints
 
 
-def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping) -> None:
+def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping,
+                       source: str | None = None) -> None:
     """Load a whole-model checkpoint strictly (evaluation-only runs, PRETRAIN_CHOICE "self").
 
     Accepts this project's checkpoints (a dict with "model"), plain state dicts and the
@@ -209,6 +210,8 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
     Args:
         model: the VideoBaseline (not DDP-wrapped).
         path_or_state_dict: a file path, or an already loaded checkpoint / state dict.
+        source: how messages name an already loaded checkpoint, e.g. ``"checkpoint 'x.pth'"``
+            (default: the path, or "checkpoint").
 
     Raises:
         UserError: unreadable file, or keys/shapes that do not fit the model; the message lists
@@ -219,7 +222,7 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
         source = f"checkpoint '{os.fspath(path_or_state_dict)}'"
         obj = _load_file(os.fspath(path_or_state_dict), "checkpoint")
     else:
-        source, obj = "checkpoint", path_or_state_dict
+        source, obj = source or "checkpoint", path_or_state_dict
     state = _as_state_dict(obj, source)
     target = model.state_dict()
     missing, unexpected, shapes = _compare(state, target)
@@ -230,6 +233,9 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
         hints = _hints(state, target)
         raise UserError(f"The {source} does not fit the model built from the config: "
                         + "; ".join(parts) + "."
-                        + (" Hints: " + " ".join(hints) if hints else ""))
+                        + (" Hints: " + " ".join(hints) if hints else "")
+                        + " Fix: build the model the checkpoint was trained with (pass its run "
+                        "folder's config.yaml to --config_file), or use a checkpoint of this "
+                        "model.")
     model.load_state_dict(state, strict=False)  # only step counters can be absent here
     logger.info("Loaded model weights from %s (%d tensors).", source, len(state))

@@ -26,7 +26,7 @@ import torch
 from yacs.config import CfgNode
 
 from config import load_cfg
-from utils.errors import UserError
+from utils.errors import UserError, user_message
 
 BENCHMARKS = ("train", "extract", "eval", "data", "memory", "loss", "compute")
 MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 report[name] = res
                 _print_table(name, res)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=float)

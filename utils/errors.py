@@ -4,6 +4,42 @@ Command-line entry points catch :class:`UserError`, print its message (which nam
 key or value and says how to fix it) and exit with status 2 instead of showing a traceback.
 """
 
+from __future__ import annotations
+
+import re
+
+__all__ = ["UserError", "user_message"]
+
+# torch re-raises an exception of a DataLoader worker (or of the pin-memory thread) in the main
+# process as ``type(e)("Caught <Type> in DataLoader worker process <n>.\nOriginal Traceback
+# (most recent call last): ...")``; the original message ends that traceback.
+_WRAPPED = re.compile(r"\ACaught \w+ in (DataLoader worker process \d+|pin memory thread[^.]*)\."
+                      r"\nOriginal Traceback")
+_LAST_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*UserError: ", re.MULTILINE)
+
 
 class UserError(Exception):
     """An error caused by the user's input; its message says what is wrong and how to fix it."""
+
+
+def user_message(err: BaseException) -> str:
+    """The message of a :class:`UserError` as its author wrote it.
+
+    A UserError raised inside a DataLoader worker reaches the main process re-wrapped by torch,
+    with the worker's traceback inside the message; this returns only the original message.
+
+    Args:
+        err: the caught exception.
+
+    Returns:
+        The message without torch's wrapper and traceback (unchanged when not wrapped).
+
+    Example:
+        >>> user_message(UserError("Cannot read image 'a.jpg'. Fix: restore it."))
+        "Cannot read image 'a.jpg'. Fix: restore it."
+    """
+    msg = str(err)
+    if not _WRAPPED.match(msg):
+        return msg
+    ends = [m.end() for m in _LAST_LINE.finditer(msg)]
+    return msg[ends[-1]:].rstrip("\n") if ends else msg

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.errors import UserError
+from utils.errors import UserError, user_message
 
 # Attribute class counts per group (ID-irrelevant, ID-relevant), SPEC §2.
 MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         params = count_parameters(model)
         flops = count_flops(model, shape)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     mega, giga = 1e6, 1e9
     print(f"Model: {cfg.MODEL.NAME}, {model.extra_repr()}; {num_classes} identities")

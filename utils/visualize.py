@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from utils.errors import UserError  # noqa: E402
+from utils.errors import UserError, user_message  # noqa: E402
 
 logger = logging.getLogger("reid.visualize")
 
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(visualize_attention(args.config_file, args.opts, args.tracklet, args.split))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     return 0
 

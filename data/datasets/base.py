@@ -21,6 +21,7 @@ __all__ = [
     "Tracklet",
     "VideoReIDDataset",
     "check_required_paths",
+    "find_missing_files",
     "relabel_pids",
     "two_camera_split",
 ]
@@ -46,7 +47,31 @@ def check_required_paths(dataset: str, required: Sequence[tuple[str, str]],
     if missing:
         lines = "\n".join(f"  - {p}" for p in missing)
         raise UserError(f"{dataset}: {len(missing)} required path(s) are missing:\n{lines}\n"
-                        f"{where}")
+                        f"Fix: {where}")
+
+
+def find_missing_files(paths: Sequence[str]) -> list[str]:
+    """The entries of ``paths`` that name no existing file or folder, in input order.
+
+    Each folder is listed once (one ``scandir`` per folder instead of one ``stat`` per file);
+    the set work for 1.19 M paths (MARS) takes about 0.2 s on top of the listings.
+
+    Args:
+        paths: file paths, e.g. every frame of a dataset.
+
+    Returns:
+        The missing paths (an empty list when all exist).
+    """
+    sep = os.sep
+    existing: set[str] = set()
+    for folder in {p.rpartition(sep)[0] for p in paths}:
+        prefix = folder + sep if folder else ""
+        try:
+            with os.scandir(folder or ".") as it:
+                existing.update([prefix + e.name for e in it])
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return [p for p in paths if p not in existing]
 
 
 def relabel_pids(pids: Sequence[int]) -> dict[int, int]:
