@@ -191,8 +191,9 @@ _C.TEST = CN()
 # Tracklets per test batch in the original; here clips are packed across tracklets up to
 # TEST.CLIPS_PER_BATCH, so this key is kept for compatibility and unused
 _C.TEST.SEQS_PER_BATCH = 128
-# New: most clips in one forward pass during evaluation (clips of several tracklets are packed)
-_C.TEST.CLIPS_PER_BATCH = 128
+# New: most clips in one forward pass during evaluation (clips of several tracklets are packed);
+# 0 = auto: 128 on a GPU, 2 on a CPU (small forwards stay in cache: ~1.5x faster there)
+_C.TEST.CLIPS_PER_BATCH = 0
 # k-reciprocal re-ranking of the distance matrix: "yes" or "no"
 _C.TEST.RE_RANKING = "no"
 # Weights for evaluation-only runs (our checkpoints, plain state dicts or the original's files)

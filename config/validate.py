@@ -47,7 +47,7 @@ CHOICES: dict[str, tuple] = {
 POSITIVE_INTS = (
     "DATASETS.SEQ_LEN", "DATASETS.TEST_MAX_SEQ_NUM", "DATALOADER.NUM_INSTANCE",
     "SOLVER.MAX_EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD",
-    "SOLVER.SEQS_PER_BATCH", "TEST.CLIPS_PER_BATCH", "DATALOADER.READ_RETRIES",
+    "SOLVER.SEQS_PER_BATCH", "DATALOADER.READ_RETRIES",
 )
 
 
@@ -193,6 +193,9 @@ def validate_cfg(cfg: CN) -> None:
     steps = list(cfg.SOLVER.STEPS)
     if steps != sorted(steps):
         raise UserError(f"SOLVER.STEPS must be increasing; got {steps}.")
+    if not isinstance(cfg.TEST.CLIPS_PER_BATCH, int) or cfg.TEST.CLIPS_PER_BATCH < 0:
+        raise UserError(f"Invalid value {cfg.TEST.CLIPS_PER_BATCH!r} for TEST.CLIPS_PER_BATCH; "
+                        "give a positive number of clips, or 0 for auto.")
     if cfg.DATALOADER.NUM_WORKERS < 0:
         raise UserError(f"DATALOADER.NUM_WORKERS must be >= 0; got {cfg.DATALOADER.NUM_WORKERS}.")
     if cfg.EVALUATE_ONLY and not cfg.TEST.WEIGHT:

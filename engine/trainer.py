@@ -20,7 +20,7 @@ import torch.nn as nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from engine.evaluator import evaluate
+from engine.evaluator import clips_per_batch, evaluate
 from utils.checkpoint import (
     Checkpointer,
     atomic_save,
@@ -64,7 +64,7 @@ def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
     """Keyword arguments of :func:`engine.evaluator.evaluate` from the config."""
     with_attr = cfg.ATTR_RECOG_ON and getattr(dataset, "attr_lens", None) is not None
     return dict(metric=cfg.DISTANCE, feat_norm=cfg.TEST.FEAT_NORM == "yes",
-                re_rank=cfg.TEST.RE_RANKING == "yes", clips_per_batch=cfg.TEST.CLIPS_PER_BATCH,
+                re_rank=cfg.TEST.RE_RANKING == "yes", clips_per_batch=clips_per_batch(cfg, device),
                 pool=cfg.TEST.TEMPORAL_POOL_METHOD, amp_dtype=amp_dtype,
                 attr_lens=dataset.attr_lens if with_attr else None,
                 attr_names=list(dataset.attr_names) if with_attr else None)

@@ -163,13 +163,14 @@ def render_ranked_list(query: tuple, ranked: list[tuple], distances: list[float]
 def visualize_ranks(cfg_file: str | None, opts: list[str], num_queries: int = 8,
                     topk: int = 10) -> list[str]:
     """Write one PNG per query (``<out>/ranks/query_XXXX.png``); returns their paths."""
-    from engine.evaluator import extract_features
+    from engine.evaluator import clips_per_batch, extract_features
     from utils.metrics import compute_distance_matrix
 
     cfg, device, dataset, query_loader, gallery_loader, model, out_dir = _load(cfg_file, opts)
-    q = extract_features(model, query_loader, device, cfg.TEST.CLIPS_PER_BATCH,
+    chunk = clips_per_batch(cfg, device)
+    q = extract_features(model, query_loader, device, chunk,
                          cfg.TEST.TEMPORAL_POOL_METHOD)
-    g = extract_features(model, gallery_loader, device, cfg.TEST.CLIPS_PER_BATCH,
+    g = extract_features(model, gallery_loader, device, chunk,
                          cfg.TEST.TEMPORAL_POOL_METHOD)
     qf, gf = q["feats"], g["feats"]
     if cfg.TEST.FEAT_NORM == "yes":
