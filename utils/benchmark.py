@@ -212,7 +212,18 @@ def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int 
 
 
 def _rss_mb() -> float:
-    """Peak resident set size of this process so far (MB)."""
+    """Peak resident set size of this process image so far (MB).
+
+    Linux's VmHWM, not ``ru_maxrss``: the latter survives fork + exec, so a child started by a
+    big parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
