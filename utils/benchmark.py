@@ -338,6 +338,18 @@ def _print_table(name: str, res: dict) -> None:
             print(f"  {k:<36} {v}")
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux /proc/cpuinfo, else platform.processor())."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command line of ``python -m utils.benchmark``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -381,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     which = BENCHMARKS if args.which == "all" else (args.which,)
-    report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+    report = {"machine": {"platform": platform.platform(), "processor": _cpu_name(),
                           "cpu_threads": torch.get_num_threads(),
                           "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
               "torch": torch.__version__, "device": str(device),
