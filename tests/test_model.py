@@ -16,13 +16,7 @@ SMALL = (32, 16)                     # 2x1 map, for the tests that need no oracl
 B, T = 2, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to a busy machine's thread contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(**kw) -> VideoBaseline:

@@ -7,13 +7,7 @@ from modeling import VideoBaseline
 from utils import model_info
 from utils.model_info import MARS_ATTR_LENS, count_flops, count_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def meta_model(**kw) -> VideoBaseline:
