@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -112,7 +113,11 @@ class ReidCriterion(nn.Module):
                 f"aitl_margin={self.aitl_margin}, aitl_exclude_self={self.aitl_exclude_self}")
 
 
-def make_loss(cfg: CfgNode, num_classes: int, attr_lens: Sequence[Sequence[int]] | None = None,
+_FROM_DATASET_NAME: Any = object()
+
+
+def make_loss(cfg: CfgNode, num_classes: int,
+              attr_lens: Sequence[Sequence[int]] | None = _FROM_DATASET_NAME,
               feat_dim: int | None = None) -> ReidCriterion:
     """The training criterion of a config.
 
@@ -124,7 +129,9 @@ def make_loss(cfg: CfgNode, num_classes: int, attr_lens: Sequence[Sequence[int]]
     Args:
         cfg: config.
         num_classes: number of training identities.
-        attr_lens: the dataset's class counts per attribute of the two groups, or None.
+        attr_lens: the dataset's class counts per attribute of the two groups
+            (``dataset.attr_lens``), or None for no attribute terms. Omitted: the attribute
+            schema of DATASETS.NAME (MARS, Duke; none for the datasets without attributes).
         feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss.
     """
     use_center = bool(cfg.SOLVER.USE_CENTER_LOSS)
@@ -138,6 +145,11 @@ def make_loss(cfg: CfgNode, num_classes: int, attr_lens: Sequence[Sequence[int]]
         if not feat_dim:
             raise UserError("SOLVER.USE_CENTER_LOSS True: make_loss needs feat_dim (pass "
                             "model.feat_dim).")
+    if attr_lens is _FROM_DATASET_NAME:
+        from data.attributes import SCHEMAS
+
+        schema = SCHEMAS.get(cfg.DATASETS.NAME)
+        attr_lens = schema.attr_lens if schema is not None else None
     with_attr = cfg.ATTR_RECOG_ON and attr_lens is not None
     return ReidCriterion(
         num_classes,

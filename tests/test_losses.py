@@ -378,6 +378,13 @@ def test_make_loss_paper_config_has_no_center_loss():
 def test_make_loss_attribute_switches():
     cfg = get_cfg()
     assert make_loss(cfg, 4, None).attr_mode is None
+    paper = make_loss(cfg, 4)                 # MARS schema from DATASETS.NAME: every term
+    outputs, pids, targets = model_outputs("bce")
+    assert {"loss_id", "loss_triplet", "loss_aitl_unrelated", "loss_aitl_related",
+            "loss_attr"} <= set(paper(outputs, pids, targets))
+    cfg.DATASETS.NAME = "prid"
+    assert make_loss(cfg, 4).attr_mode is None
+    cfg.DATASETS.NAME = "mars"
     cfg.DATASETS.ATTRIBUTE_LOSS = "mce"
     assert make_loss(cfg, 4, MARS_ATTR_LENS).attr_mode == "mce"
     cfg.ATTR_RECOG_ON = False
