@@ -25,6 +25,7 @@ from engine import (
     Trainer,
     default_argument_parser,
     default_setup,
+    parse_command_line,
     run_cli,
     run_evaluation,
     wrap_distributed,
@@ -50,45 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options_after_overrides(args: argparse.Namespace) -> None:
-    """Honour ``--eval-only`` / ``--resume [PATH]`` written after the ``KEY VALUE`` overrides.
-
-    argparse hands everything after the first override to ``opts``; options found there at a
-    key position are taken out and applied.
-    """
-    opts, rest, i = args.opts, [], 0
-    while i < len(opts):
-        tok = opts[i]
-        if tok == "--eval-only":
-            args.eval_only = True
-            i += 1
-        elif tok.startswith("--resume="):
-            args.resume = tok.split("=", 1)[1]
-            i += 1
-        elif tok == "--resume":
-            nxt = opts[i + 1] if i + 1 < len(opts) else None
-            if nxt is not None and not nxt.startswith("--") and not CONFIG_KEY.match(nxt):
-                args.resume, i = nxt, i + 2
-            else:
-                args.resume, i = "", i + 1
-        else:
-            rest.extend(opts[i:i + 2])
-            i += 2
-    args.opts = rest
-
-
 def setup(argv: list[str] | None = None):
     """Parse the command line, then merge file and overrides, validate, freeze and set up the run.
 
     Returns:
         (cfg, args, run_dir)
     """
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     if args.resume and not os.path.exists(args.resume) and CONFIG_KEY.match(args.resume):
         # "--resume SOLVER.MAX_EPOCHS 9": argparse took the first override as the path.
         args.opts.insert(0, args.resume)
         args.resume = ""
-    _options_after_overrides(args)
     extra = {"EVALUATE_ONLY": True} if args.eval_only else None
     cfg, run_dir = default_setup(args.config_file, args.opts, extra)
     return cfg, args, run_dir

@@ -490,34 +490,15 @@ def verify_dataset(cfg: CfgNode, workers: int | None = None, progress: bool = Fa
     return report
 
 
-def _take_options(opts: list[str], flags: dict[str, bool]) -> tuple[list[str], dict[str, str]]:
-    """Pull ``--option [VALUE]`` written among the ``KEY VALUE`` overrides out of ``opts``.
-
-    Args:
-        opts: what argparse left in the overrides.
-        flags: option name -> whether it takes a value.
-    """
-    rest, found, i = [], {}, 0
-    while i < len(opts):
-        tok = opts[i]
-        opt, eq, value = tok.partition("=")
-        if opt in flags:
-            if flags[opt] and not eq:
-                if i + 1 >= len(opts):
-                    raise UserError(f"{opt} needs a value.")
-                value, i = opts[i + 1], i + 1
-            found[opt] = value
-            i += 1
-        else:
-            rest.extend(opts[i:i + 2])
-            i += 2
-    return rest, found
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns 0 (clean), 1 (problems found) or 2 (usage or config error)."""
     from config import load_cfg
-    from engine.defaults import DEFAULT_CONFIG, default_argument_parser, run_cli
+    from engine.defaults import (
+        DEFAULT_CONFIG,
+        default_argument_parser,
+        parse_command_line,
+        run_cli,
+    )
 
     parser = default_argument_parser(
         "Check a dataset folder: every file the parser needs, counts against the published "
@@ -534,20 +515,11 @@ def main(argv: list[str] | None = None) -> int:
 
     @run_cli
     def run(args_list: list[str] | None) -> int:
-        args = parser.parse_args(args_list)
-        opts, found = _take_options(args.opts, {"--workers": True, "--limit": True,
-                                                "--no-progress": False, "--skip-images": False})
-        try:
-            workers = int(found.get("--workers", args.workers or 0)) or None
-            limit = int(found.get("--limit", args.limit))
-        except ValueError as e:
-            raise UserError(f"--workers and --limit take integers: {e}") from None
-        cfg = load_cfg(args.config_file or None, opts)
-        report = verify_dataset(
-            cfg, workers=workers,
-            progress=not (args.no_progress or "--no-progress" in found),
-            decode=not (args.skip_images or "--skip-images" in found))
-        print(report.format(limit))
+        args = parse_command_line(parser, args_list)
+        cfg = load_cfg(args.config_file or None, args.opts)
+        report = verify_dataset(cfg, workers=args.workers or None,
+                                progress=not args.no_progress, decode=not args.skip_images)
+        print(report.format(args.limit))
         return 0 if report.ok else 1
 
     return run(argv)

@@ -1,6 +1,6 @@
 """Training and evaluation engine: run set-up, the Trainer, dense evaluation."""
 
-from .defaults import default_argument_parser, default_setup, run_cli
+from .defaults import default_argument_parser, default_setup, parse_command_line, run_cli
 from .evaluator import evaluate, extract_features
 from .trainer import (
            Interrupted,
@@ -11,6 +11,7 @@ from .trainer import (
            wrap_distributed,
 )
 
-__all__ = ["default_argument_parser", "default_setup", "run_cli", "evaluate", "extract_features",
+__all__ = ["default_argument_parser", "default_setup", "parse_command_line", "run_cli",
+           "evaluate", "extract_features",
            "Trainer", "Interrupted", "NonFiniteLossError", "run_evaluation", "convert_sync_bn",
            "wrap_distributed"]

@@ -40,9 +40,15 @@ def default_argument_parser(description: str, default_config: str | None = DEFAU
                "  SOLVER.MAX_EPOCHS 10 MODEL.DEVICE cpu DATASETS.ROOT_DIR data/mars")
     parser.add_argument("--config_file", default=default_config, metavar="FILE",
                         help=f"yml config merged over the defaults (default: {default_config})")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
                         help="config overrides, applied after the file")
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse with options allowed before, between or after the ``KEY VALUE`` overrides."""
+    return parser.parse_intermixed_args(argv)
 
 
 def seed_everything(seed: int) -> None:

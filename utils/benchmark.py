@@ -366,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Options may come before or after the benchmark name and the ``KEY VALUE`` overrides."""
+    from engine.defaults import parse_command_line
+
     parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+    args = parse_command_line(parser, argv)
     if args.which not in BENCHMARKS + ("all",):
         if "." in args.which or args.which.isupper():      # a config key: no name was given
             args.opts.insert(0, args.which)

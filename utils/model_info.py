@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config_file", default="", help="path to a yml config")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="training identities (default: the dataset's, MARS 625)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
+    args = parser.parse_intermixed_args(argv)
     try:
         from config import load_cfg
         from modeling import build_model
