@@ -581,8 +581,9 @@ def visualize_architecture(cfg_file: str | None, opts: list[str], out_path: str 
 
 
 # ---------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m utils.visualize``."""
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line of ``python -m utils.visualize``: the top-level parser and the parser
+    of each command."""
     parser = argparse.ArgumentParser(description="Pictures of a trained re-ID model.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("ranks", "ranked gallery lists of a few queries"),
@@ -595,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--tracklet", type=int, default=0, help="index in the split")
             p.add_argument("--split", choices=("query", "gallery", "train"), default="query")
-        p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+        p.add_argument("opts", nargs="*", metavar="KEY VALUE",
                        help="config overrides, e.g. TEST.WEIGHT path/to/model.pth")
     p = sub.add_parser("curves", help="training curves of a run folder")
     p.add_argument("run_dir")
@@ -605,9 +606,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", metavar="PATH", help=f"default: {DEFAULT_ARCH_OUT}")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="training identities (default: the standard split of DATASETS.NAME)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.NAME resnet18")
-    return parser
+    return parser, dict(sub.choices)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command, then its options anywhere among the ``KEY VALUE`` overrides."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = build_parsers()
+    if not argv or argv[0] not in commands:
+        return parser.parse_args(argv)                            # usage error or --help
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -615,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.logger import setup_logger
 
     setup_logger("reid")
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "curves":
             print(plot_curves(args.run_dir))
