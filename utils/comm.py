@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,8 @@ def init_distributed(device_type: str) -> bool:
     backend = "nccl" if device_type == "cuda" and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    # Rank 0 evaluates the whole test set while the others wait at a barrier: allow an hour.
+    dist.init_process_group(backend=backend, timeout=timedelta(hours=1))
     return True
 
 
