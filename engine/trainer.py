@@ -392,7 +392,6 @@ class Trainer:
             "lower SOLVER.BASE_LR, or SOLVER.AMP_DTYPE bfloat16 / SOLVER.FP_16 False.")
 
 
-
 def run_evaluation(cfg: CfgNode, model: nn.Module, query_loader: Any, gallery_loader: Any,
                    dataset: Any, device: torch.device, run_dir: str | None) -> dict:
     """Evaluation-only run: evaluate, print the results table, write metrics.json."""
