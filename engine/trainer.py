@@ -260,6 +260,9 @@ class Trainer:
         previous = {s: signal.signal(s, self._handle_signal)
                     for s in (signal.SIGINT, signal.SIGTERM)}
         results = None
+        if self.epoch >= max_epochs:
+            logger.info("All %d epochs (SOLVER.MAX_EPOCHS) are done: nothing to train. Raise "
+                        "SOLVER.MAX_EPOCHS to continue training.", max_epochs)
         try:
             if cfg.SOLVER.EVAL_BEFORE_TRAIN and self.epoch == 0 and self.iteration == 0:
                 results = self.evaluate(0)
