@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_classes", type=int, default=None,
                         help="training identities (default: the dataset's, MARS 625)")
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
-    args = parser.parse_intermixed_args(argv)
+    from engine.defaults import parse_command_line
+
+    args = parse_command_line(parser, argv)
     try:
         from config import load_cfg
         from modeling import build_model

@@ -617,7 +617,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser, commands = build_parsers()
     if not argv or argv[0] not in commands:
         return parser.parse_args(argv)                            # usage error or --help
-    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    from engine.defaults import parse_command_line
+
+    args = parse_command_line(commands[argv[0]], argv[1:])
     args.command = argv[0]
     return args
 
