@@ -51,7 +51,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 
 __all__ = [
     "DUKE_ATTRIBUTE_COLUMNS",
@@ -862,6 +862,7 @@ def write_synthetic_dataset(out: str | Path, fmt: str = "mars", ids: int = 40,
     return out
 
 
+@run_cli
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m data.synthetic --format mars|duke --out DIR [...]``."""
     parser = argparse.ArgumentParser(
@@ -876,12 +877,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=[64, 32], metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        root = write_synthetic_dataset(args.out, args.format, args.ids, args.tracklets,
-                                       args.frames, tuple(args.size), args.seed)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    root = write_synthetic_dataset(args.out, args.format, args.ids, args.tracklets,
+                                   args.frames, tuple(args.size), args.seed)
     print(f"wrote a synthetic {args.format} dataset to {root}")
     return 0
 

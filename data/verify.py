@@ -42,7 +42,7 @@ from data.attributes import KEY_COLUMNS, SCHEMAS, AttributeSchema, resolve_colum
 from data.datasets import DATASET_CLASSES, VideoReIDDataset
 from data.datasets.base import find_missing_files
 from data.synthetic import MARKER_NAME
-from utils.errors import UserError
+from utils.errors import UserError, run_cli
 
 __all__ = [
     "ATTRIBUTE_FILES",
@@ -493,12 +493,7 @@ def verify_dataset(cfg: CfgNode, workers: int | None = None, progress: bool = Fa
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns 0 (clean), 1 (problems found) or 2 (usage or config error)."""
     from config import load_cfg
-    from engine.defaults import (
-        DEFAULT_CONFIG,
-        default_argument_parser,
-        parse_command_line,
-        run_cli,
-    )
+    from engine.defaults import DEFAULT_CONFIG, default_argument_parser, parse_command_line
 
     parser = default_argument_parser(
         "Check a dataset folder: every file the parser needs, counts against the published "

@@ -1,6 +1,8 @@
 """Training and evaluation engine: run set-up, the Trainer, dense evaluation."""
 
-from .defaults import default_argument_parser, default_setup, parse_command_line, run_cli
+from utils.errors import run_cli
+
+from .defaults import default_argument_parser, default_setup, parse_command_line
 from .evaluator import evaluate, extract_features
 from .trainer import (
            Interrupted,

@@ -9,13 +9,10 @@ validates the config, creates ``OUTPUT_DIR/<timestamp>/``, starts logging, write
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,7 +21,7 @@ from yacs.config import CfgNode
 from config import load_cfg
 from utils.comm import get_rank, is_main_process
 from utils.env import collect_env_info
-from utils.errors import UserError, user_message
+from utils.errors import UserError
 from utils.logger import setup_logger
 
 DEFAULT_CONFIG = "configs/softmax_triplet_tlaw.yml"
@@ -103,23 +100,3 @@ def default_setup(config_file: str | None, opts: list[str], extra: dict | None =
     logger.debug("Running with config:\n%s", cfg.dump())
     seed_everything(cfg.RANDOM_SEED + get_rank())
     return cfg, run_dir
-
-
-def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
-    """Wrap a command's ``main`` so that a :class:`UserError` prints its message and exits 2.
-
-    The message is printed as ``error: <message>`` on stderr, without a traceback; one raised
-    in a DataLoader worker is shown without torch's wrapper (see
-    :func:`utils.errors.user_message`). The traceback goes to the log at debug level.
-    """
-
-    @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
-        try:
-            return int(main(argv) or 0)
-        except UserError as e:
-            logging.getLogger("reid").debug("user error", exc_info=True)
-            print(f"error: {user_message(e)}", file=sys.stderr)
-            return 2
-
-    return wrapper

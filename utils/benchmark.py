@@ -26,7 +26,7 @@ import torch
 from yacs.config import CfgNode
 
 from config import load_cfg
-from utils.errors import UserError, user_message
+from utils.errors import run_cli
 
 BENCHMARKS = ("train", "extract", "eval", "data", "memory", "loss", "compute")
 MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
@@ -380,8 +380,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Entry point; returns the exit status (2 for user errors)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "_memory_child":
         c = argparse.ArgumentParser()
@@ -400,34 +401,30 @@ def main(argv: list[str] | None = None) -> int:
                           "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
               "torch": torch.__version__, "device": str(device),
               "command": "python -m utils.benchmark " + " ".join(argv)}
-    try:
-        with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:
-            root = os.path.join(tmp, "mars")
-            cfg = benchmark_config(args.config_file, args.opts, device, root)
-            if any(b in which for b in ("train", "data", "memory")):
-                write_bench_dataset(root, tuple(cfg.INPUT.SIZE_TRAIN))
-            for name in which:
-                t0 = time.perf_counter()
-                if name == "train":
-                    res = bench_train(cfg, device, args.iters)
-                elif name == "extract":
-                    res = bench_extract(cfg, device)
-                elif name == "eval":
-                    res = bench_eval()
-                elif name == "data":
-                    res = bench_data(cfg)
-                elif name == "memory":
-                    res = bench_memory(args.config_file, args.opts, root)
-                elif name == "loss":
-                    res = bench_loss()
-                else:
-                    res = bench_compute(cfg, device, report.get("train"))
-                res["wall_s"] = time.perf_counter() - t0
-                report[name] = res
-                _print_table(name, res)
-    except UserError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
+    with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:
+        root = os.path.join(tmp, "mars")
+        cfg = benchmark_config(args.config_file, args.opts, device, root)
+        if any(b in which for b in ("train", "data", "memory")):
+            write_bench_dataset(root, tuple(cfg.INPUT.SIZE_TRAIN))
+        for name in which:
+            t0 = time.perf_counter()
+            if name == "train":
+                res = bench_train(cfg, device, args.iters)
+            elif name == "extract":
+                res = bench_extract(cfg, device)
+            elif name == "eval":
+                res = bench_eval()
+            elif name == "data":
+                res = bench_data(cfg)
+            elif name == "memory":
+                res = bench_memory(args.config_file, args.opts, root)
+            elif name == "loss":
+                res = bench_loss()
+            else:
+                res = bench_compute(cfg, device, report.get("train"))
+            res["wall_s"] = time.perf_counter() - t0
+            report[name] = res
+            _print_table(name, res)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=float)
     print(f"\nwrote {args.out}")

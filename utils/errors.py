@@ -6,9 +6,13 @@ key or value and says how to fix it) and exit with status 2 instead of showing a
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import sys
+from collections.abc import Callable
 
-__all__ = ["UserError", "user_message"]
+__all__ = ["UserError", "run_cli", "user_message"]
 
 # torch re-raises an exception of a DataLoader worker (or of the pin-memory thread) in the main
 # process as ``type(e)("Caught <Type> in DataLoader worker process <n>.\nOriginal Traceback
@@ -43,3 +47,23 @@ def user_message(err: BaseException) -> str:
         return msg
     ends = [m.end() for m in _LAST_LINE.finditer(msg)]
     return msg[ends[-1]:].rstrip("\n") if ends else msg
+
+
+def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
+    """Wrap a command's ``main`` so that a :class:`UserError` prints its message and exits 2.
+
+    The message is printed as ``error: <message>`` on stderr, without a traceback; one raised
+    in a DataLoader worker is shown without torch's wrapper (see
+    :func:`utils.errors.user_message`). The traceback goes to the log at debug level.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return int(main(argv) or 0)
+        except UserError as e:
+            logging.getLogger("reid").debug("user error", exc_info=True)
+            print(f"error: {user_message(e)}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.errors import UserError, user_message
+from utils.errors import run_cli
 
 # Attribute class counts per group (ID-irrelevant, ID-relevant), SPEC §2.
 MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
@@ -79,6 +79,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
             "identity_head": float(total - backbone - streams)}
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user error)."""
     parser = argparse.ArgumentParser(description="Parameters and FLOPs of the configured model.")
@@ -89,21 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     from engine.defaults import parse_command_line
 
     args = parse_command_line(parser, argv)
-    try:
-        from config import load_cfg
-        from modeling import build_model
+    from config import load_cfg
+    from modeling import build_model
 
-        cfg = load_cfg(args.config_file or None, args.opts)
-        num_classes, attr_lens = DATASET_INFO[cfg.DATASETS.NAME]
-        num_classes = args.num_classes or num_classes
-        with torch.device("meta"):
-            model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
-        shape = (1, cfg.DATASETS.SEQ_LEN, 3, *cfg.INPUT.SIZE_TRAIN)
-        params = count_parameters(model)
-        flops = count_flops(model, shape)
-    except UserError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
+    cfg = load_cfg(args.config_file or None, args.opts)
+    num_classes, attr_lens = DATASET_INFO[cfg.DATASETS.NAME]
+    num_classes = args.num_classes or num_classes
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
+    shape = (1, cfg.DATASETS.SEQ_LEN, 3, *cfg.INPUT.SIZE_TRAIN)
+    params = count_parameters(model)
+    flops = count_flops(model, shape)
     mega, giga = 1e6, 1e9
     print(f"Model: {cfg.MODEL.NAME}, {model.extra_repr()}; {num_classes} identities")
     print(f"Parameters: {params['total'] / mega:.2f} M "

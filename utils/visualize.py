@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from utils.errors import UserError, user_message  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 logger = logging.getLogger("reid.visualize")
 
@@ -624,26 +624,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors)."""
     from utils.logger import setup_logger
 
     setup_logger("reid")
     args = parse_args(argv)
-    try:
-        if args.command == "curves":
-            print(plot_curves(args.run_dir))
-        elif args.command == "architecture":
-            print(visualize_architecture(args.config_file, args.opts, args.out or None,
-                                         args.num_classes))
-        elif args.command == "ranks":
-            for p in visualize_ranks(args.config_file, args.opts, args.num_queries, args.topk):
-                print(p)
-        else:
-            print(visualize_attention(args.config_file, args.opts, args.tracklet, args.split))
-    except UserError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
+    if args.command == "curves":
+        print(plot_curves(args.run_dir))
+    elif args.command == "architecture":
+        print(visualize_architecture(args.config_file, args.opts, args.out or None,
+                                     args.num_classes))
+    elif args.command == "ranks":
+        for p in visualize_ranks(args.config_file, args.opts, args.num_queries, args.topk):
+            print(p)
+    else:
+        print(visualize_attention(args.config_file, args.opts, args.tracklet, args.split))
     return 0
 
 
