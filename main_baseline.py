@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 
 import torch
 
 from data import make_data_loaders
 from engine import (
+    CONFIG_KEY,
     Interrupted,
     Trainer,
     default_argument_parser,
@@ -37,7 +37,6 @@ from utils.checkpoint import Checkpointer, load_file
 from utils.comm import get_world_size, init_distributed, resolve_device
 
 logger = logging.getLogger("reid")
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 
 
 def build_parser() -> argparse.ArgumentParser:

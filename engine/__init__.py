@@ -2,7 +2,7 @@
 
 from utils.errors import run_cli
 
-from .defaults import default_argument_parser, default_setup, parse_command_line
+from .defaults import CONFIG_KEY, default_argument_parser, default_setup, parse_command_line
 from .evaluator import evaluate, extract_features
 from .trainer import (
            Interrupted,
@@ -13,7 +13,7 @@ from .trainer import (
            wrap_distributed,
 )
 
-__all__ = ["default_argument_parser", "default_setup", "parse_command_line", "run_cli",
-           "evaluate", "extract_features",
+__all__ = ["CONFIG_KEY", "default_argument_parser", "default_setup", "parse_command_line",
+           "run_cli", "evaluate", "extract_features",
            "Trainer", "Interrupted", "NonFiniteLossError", "run_evaluation", "convert_sync_bn",
            "wrap_distributed"]

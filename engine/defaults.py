@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 import time
 
@@ -25,6 +26,8 @@ from utils.errors import UserError
 from utils.logger import setup_logger
 
 DEFAULT_CONFIG = "configs/softmax_triplet_tlaw.yml"
+# A config key as written on the command line (SOLVER.BASE_LR, OUTPUT_DIR).
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 
 
 def default_argument_parser(description: str, default_config: str | None = DEFAULT_CONFIG

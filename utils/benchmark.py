@@ -366,12 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Options may come before or after the benchmark name and the ``KEY VALUE`` overrides."""
-    from engine.defaults import parse_command_line
+    from engine.defaults import CONFIG_KEY, parse_command_line
 
     parser = build_parser()
     args = parse_command_line(parser, argv)
     if args.which not in BENCHMARKS + ("all",):
-        if "." in args.which or args.which.isupper():      # a config key: no name was given
+        if CONFIG_KEY.match(args.which):                    # a config key: no name was given
             args.opts.insert(0, args.which)
             args.which = "all"
         else:
