@@ -42,6 +42,10 @@ _C.MODEL.IF_LABELSMOOTH = "on"
 _C.MODEL.GRAD_CHECKPOINT = False
 # New: channels_last memory format for the convolutions (faster on tensor-core GPUs)
 _C.MODEL.CHANNELS_LAST = False
+# New: ReLU in the stem of the plain ResNets (resnet18 ... resnet152). False = the original
+# (and the paper's) conv1 -> bn1 -> max-pool; True = torchvision's architecture. IBN-a and the
+# SE family always have it.
+_C.MODEL.STEM_RELU = False
 
 # -----------------------------------------------------------------------------
 # INPUT

@@ -12,6 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def kaiming_init(conv: nn.Module) -> None:
+    """Kaiming normal weight (fan_in, a=0), zero bias: the heads' convolutions (SPEC §3)."""
+    nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def classifier_init(linear: nn.Linear) -> None:
+    """Weight N(0, 0.001), zero bias: every classifier, identity and attribute (SPEC §3)."""
+    nn.init.normal_(linear.weight, std=0.001)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
 def _weighted_spatial_mean(feat: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``mean over (h, w) of weights[:, k] * feat`` for every k, without building the products.
 
@@ -49,6 +63,15 @@ class AttributeStreamBCE(nn.Module):
         self.attention_t_conv = nn.Conv1d(num_positions, num_positions, 3, padding=1)
         self.classifier = nn.Linear(in_channels, num_outputs)
 
+    def reset_parameters(self) -> None:
+        """SPEC §3 "Init": Kaiming normal (fan_in) convolutions (the Conv1d too), bias 0; BN
+        weight 1, bias 0; classifier N(0, 0.001), bias 0."""
+        for conv in (self.conv, self.attention_s_conv, self.attention_t_conv):
+            kaiming_init(conv)
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+        classifier_init(self.classifier)
+
     def forward(self, feat: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
             feat: (B*T, C, h, w) detached backbone map, frames of a clip consecutive.
@@ -83,13 +106,11 @@ class AttributeRecogHead(nn.Module):
 class AttributeStreamMCE(nn.Module):
     """One attribute group in "mce" mode: one attention map and one classifier per attribute.
 
-    Interpretation of the original's "mce" key list (reference/*_mce.txt), which is all we
-    have of it: a shared 1x1 conv C->C/2 + BN (+ ReLU) reduces the detached backbone map; each
-    attribute k has a 1x1 ``attention_conv`` whose sigmoid is a spatial map a_k per frame (no
-    temporal convolution exists in that list); the attribute's feature is the a_k-attended
-    reduced map averaged over space and time, and its ``classifier`` gives the logits. The
-    group's map for the re-ID fusion combines the a_k with the model's learnable
-    ``attention_fusion`` weights (see ``VideoBaseline``).
+    SPEC §3 ""mce" mode": a shared 1x1 ``conv`` C->C/2 + ``bn`` + ReLU reduces the detached
+    backbone map to R; attribute k has a 1x1 ``attention_conv`` whose sigmoid is a spatial map
+    a_k per frame; its feature is a_k * R averaged over space, then over the T frames, then
+    ReLU, and its ``classifier`` gives the logits. ``fuse_maps`` turns the K maps into the
+    group's spatio-temporal attention for the ATTR_TA fusion.
 
     Args:
         in_channels: C, channels of the backbone map.
@@ -102,6 +123,13 @@ class AttributeStreamMCE(nn.Module):
         self.conv = nn.Conv2d(in_channels, mid, 1)
         self.bn = nn.BatchNorm2d(mid)
         self.attr_recog_modules = nn.ModuleList(AttributeRecogHead(mid, n) for n in class_counts)
+
+    def reset_parameters(self) -> None:
+        """SPEC §3 "Init": each ``attention_conv`` Kaiming normal (fan_in), bias 0; each
+        classifier N(0, 0.001), bias 0; the shared ``conv``/``bn`` keep PyTorch's defaults."""
+        for head in self.attr_recog_modules:
+            kaiming_init(head.attention_conv)
+            classifier_init(head.classifier)
 
     def forward(self, feat: torch.Tensor,
                 seq_len: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -121,6 +149,24 @@ class AttributeStreamMCE(nn.Module):
         bias = torch.cat([m.attention_conv.bias for m in heads])        # (K,)
         att = torch.sigmoid(F.conv2d(x, weight, bias))                   # (B*T, K, h, w)
         pooled = _weighted_spatial_mean(x, att)                          # (B*T, C/2, K)
-        pooled = pooled.view(b, seq_len, *pooled.shape[1:]).mean(1)      # (B, C/2, K)
+        pooled = F.relu(pooled.view(b, seq_len, *pooled.shape[1:]).mean(1))  # (B, C/2, K)
         logits = [m.classifier(pooled[:, :, k]) for k, m in enumerate(heads)]
         return logits, att
+
+    @staticmethod
+    def fuse_maps(att: torch.Tensor, fusion: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """The group's attention A for the ATTR_TA fusion (SPEC §3 "mce" step 3).
+
+        Args:
+            att: (B*T, K, h, w) the attributes' maps a_k.
+            fusion: (1, K, h, w) the learnable ``attention_fusion`` weights.
+            seq_len: T.
+
+        Returns:
+            (B*T, 1, h, w): the a_k summed with softmax-over-K weights at every position, then
+            a softmax over the T frames of each clip at every position.
+        """
+        bt, _, h, w = att.shape
+        group = (att * fusion.softmax(1)).sum(1)                 # (B*T, h, w)
+        group = group.view(bt // seq_len, seq_len, h, w).softmax(1)
+        return group.reshape(bt, 1, h, w)

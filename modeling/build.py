@@ -46,6 +46,7 @@ def build_model(cfg: CfgNode, num_classes: int, attr_lens: list[list[int]] | Non
         input_size=tuple(cfg.INPUT.SIZE_TRAIN),
         grad_checkpoint=cfg.MODEL.GRAD_CHECKPOINT,
         channels_last=cfg.MODEL.CHANNELS_LAST,
+        stem_relu=cfg.MODEL.STEM_RELU,
     )
     if load_pretrained is None:
         load_pretrained = not cfg.EVALUATE_ONLY

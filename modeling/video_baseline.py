@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from utils.errors import UserError
 
-from .attribute_heads import AttributeStreamBCE, AttributeStreamMCE
+from .attribute_heads import AttributeStreamBCE, AttributeStreamMCE, classifier_init, kaiming_init
 from .backbones import build_backbone
 
 logger = logging.getLogger("reid.model")
@@ -46,30 +46,6 @@ def feature_map_size(backbone: nn.Module, input_size: tuple[int, int]) -> tuple[
     except ValueError as e:
         raise UserError(f"Input size {list(input_size)} (INPUT.SIZE_TRAIN) is too small for the "
                         f"backbone: {e}.") from None
-
-
-def init_head_weights(module: nn.Module) -> None:
-    """Kaiming init: conv fan_in, linear fan_out; bias 0; BatchNorm weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
-        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-            nn.init.ones_(m.weight)
-        else:
-            continue
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-
-def init_classifier_weights(module: nn.Module) -> None:
-    """Classifiers: weight N(0, 0.001), bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.001)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 class _KeepNormStats:
@@ -118,6 +94,8 @@ class VideoBaseline(nn.Module):
         input_size: (H, W) of training frames; fixes h*w of the attribute attention layers.
         grad_checkpoint: recompute the backbone stages in the backward pass (less memory).
         channels_last: channels_last memory format for the convolutions.
+        stem_relu: MODEL.STEM_RELU: a ReLU in the plain ResNets' stem (torchvision's
+            architecture); False is the original's stem without it.
 
     Forward ``x`` (B, T, 3, H, W):
         train -> (cls_score (B, num_classes), global_feat (B, D) before the BNNeck, attr_logits);
@@ -130,7 +108,7 @@ class VideoBaseline(nn.Module):
                  fusion_method: str = "ATTR_TA", neck: str = "bnneck", neck_feat: str = "after",
                  attr_lens: list[list[int]] | None = None, attribute_loss: str = "bce",
                  input_size: tuple[int, int] = (256, 128), grad_checkpoint: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, stem_relu: bool = False) -> None:
         super().__init__()
         _check_choice("MODEL.FUSION_METHOD", fusion_method, FUSION_METHODS)
         _check_choice("DATASETS.ATTRIBUTE_LOSS", attribute_loss, ATTRIBUTE_LOSSES)
@@ -151,7 +129,8 @@ class VideoBaseline(nn.Module):
         self.grad_checkpoint = grad_checkpoint
         self.channels_last = channels_last
 
-        self.base = build_backbone(backbone, last_stride)
+        self.backbone_name = backbone
+        self.base = build_backbone(backbone, last_stride, stem_relu)
         c = self.base.out_channels
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.map_size = feature_map_size(self.base, self.input_size)
@@ -167,13 +146,13 @@ class VideoBaseline(nn.Module):
                 self.multi_attr_recoger1 = AttributeStreamMCE(c, attr_lens[0])
                 self.multi_attr_recoger2 = AttributeStreamMCE(c, attr_lens[1])
                 if fusion_method == "ATTR_TA":
-                    # learnable per-position weights combining the attributes' maps into the
-                    # group's map for the fusion; they start as the plain mean of the maps.
+                    # learnable per-position logits (softmax over the attributes) combining the
+                    # attributes' maps into the group's map for the fusion; all ones at first.
                     # (Only where the fusion uses them: unused parameters would break DDP.)
-                    self.attention_fusion1 = nn.Parameter(torch.full(
-                        (1, len(attr_lens[0]), *self.map_size), 1 / len(attr_lens[0])))
-                    self.attention_fusion2 = nn.Parameter(torch.full(
-                        (1, len(attr_lens[1]), *self.map_size), 1 / len(attr_lens[1])))
+                    self.attention_fusion1 = nn.Parameter(
+                        torch.ones(1, len(attr_lens[0]), *self.map_size))
+                    self.attention_fusion2 = nn.Parameter(
+                        torch.ones(1, len(attr_lens[1]), *self.map_size))
         self.feat_dim = 3 * c if fusion_method == "ATTR_TA" else c
         if neck == "bnneck":
             self.bottleneck = nn.BatchNorm1d(self.feat_dim)
@@ -182,16 +161,30 @@ class VideoBaseline(nn.Module):
         else:
             self.classifier = nn.Linear(self.feat_dim, num_classes)
 
-        for name, child in self.named_children():
-            if name != "base":
-                init_head_weights(child)
-        init_classifier_weights(self.classifier)
-        for stream in (getattr(self, "multi_attr_recoger1", None),
-                       getattr(self, "multi_attr_recoger2", None)):
-            if stream is not None:
-                init_classifier_weights(stream)
+        self.reset_head_parameters()
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def reset_head_parameters(self) -> None:
+        """SPEC §3 "Init" of everything but the backbone (where training from ImageNet starts).
+
+        Identity ``attention_conv`` Kaiming normal (fan_in), bias 0; ``bottleneck`` weight 1,
+        bias 0; identity classifier N(0, 0.001); the attribute streams as their own
+        ``reset_parameters`` says; ``attention_fusion`` all ones.
+        """
+        if self.fusion_method != "baseline":
+            kaiming_init(self.attention_conv)
+        if self.neck == "bnneck":
+            nn.init.ones_(self.bottleneck.weight)
+            nn.init.zeros_(self.bottleneck.bias)
+        classifier_init(self.classifier)
+        if self.attr_on:
+            self.multi_attr_recoger1.reset_parameters()
+            self.multi_attr_recoger2.reset_parameters()
+        for fusion in (getattr(self, "attention_fusion1", None),
+                       getattr(self, "attention_fusion2", None)):
+            if fusion is not None:
+                nn.init.ones_(fusion)
 
     @property
     def attr_on(self) -> bool:
@@ -240,9 +233,9 @@ class VideoBaseline(nn.Module):
             logits2, att2 = self.multi_attr_recoger2(fd, t)
             if self.attribute_loss == "mce":
                 if self.fusion_method == "ATTR_TA":
-                    # (B*T, K, h, w) * (1, K, h, w) summed over K -> (B*T, 1, h, w)
-                    att1 = (att1 * self.attention_fusion1).sum(1, keepdim=True)
-                    att2 = (att2 * self.attention_fusion2).sum(1, keepdim=True)
+                    # (B*T, K, h, w) -> (B*T, 1, h, w): softmax over K, then over T
+                    att1 = AttributeStreamMCE.fuse_maps(att1, self.attention_fusion1, t)
+                    att2 = AttributeStreamMCE.fuse_maps(att2, self.attention_fusion2, t)
                 else:  # no fusion: the mean map, for forward_attention only
                     att1, att2 = att1.mean(1, keepdim=True), att2.mean(1, keepdim=True)
                 attr_logits = [*logits1, *logits2]

@@ -16,11 +16,13 @@ from torch import nn
 
 from utils.errors import UserError
 
-from .backbones import TORCHVISION_BACKBONES
+from .backbones import BACKBONE_NAMES, TORCHVISION_BACKBONES, build_backbone
 
 logger = logging.getLogger("reid.model")
 
 _CLASSIFIER_PREFIXES = ("fc.", "last_linear.")
+# The original's resnet50_ibn_a module keeps its unused ImageNet classifier (SPEC §3).
+_BACKBONE_CLASSIFIER_KEYS = ("base.fc.weight", "base.fc.bias")
 _SHOW = 5  # keys listed per kind of mismatch
 
 
@@ -134,8 +136,31 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str = "") -> Non
 
 
 # ------------------------------------------------------------------------------ whole model
-def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
-    """Which configuration would fit a checkpoint that does not fit the model."""
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if not _is_counter(k)}
+
+
+def backbones_fitting(base_state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The MODEL.NAMEs whose trunk has exactly these ``base.*`` keys and shapes.
+
+    Each candidate is built on the meta device (no memory, no initialisation cost).
+    """
+    want = {k.removeprefix("base."): s for k, s in _shapes(base_state).items()}
+    fits = []
+    for name in BACKBONE_NAMES:
+        with torch.device("meta"):
+            have = _shapes(build_backbone(name).state_dict())
+        if have == want:
+            fits.append(name)
+    return fits
+
+
+def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+           backbone: str | None = None) -> list[str]:
+    """Which configuration would fit a checkpoint that does not fit the model.
+
+    ``backbone`` is the model's MODEL.NAME: no hint asks to check a key that is already right.
+    """
 
     def rows(sd: Mapping[str, torch.Tensor], key: str) -> int | None:
         return int(sd[key].shape[0]) if key in sd else None
@@ -185,17 +210,16 @@ def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
     neck_f, neck_m = "bottleneck.weight" in state, "bottleneck.weight" in target
     if neck_f != neck_m:
         hints.append(f"checkpoint was trained with MODEL.NECK {'bnneck' if neck_f else 'no'}.")
-    base_f = {k for k in state if k.startswith("base.")}
-    base_m = {k for k in target if k.startswith("base.")}
-    if base_f != base_m or any(state[k].shape != target[k].shape for k in base_f & base_m):
-        if has(state, r"base\.layer0\."):
-            family = "a SENet-family backbone (se_resnet*, se_resnext*, senet154)"
-        elif has(state, r"base\.layer1\.0\.bn1\.IN\."):
-            family = "resnet50_ibn_a"
-        else:
-            blocks = len({k.split(".")[2] for k in base_f if k.startswith("base.layer3.")})
-            family = f"a ResNet with {blocks} blocks in layer3 (resnet50: 6, resnet101: 23)"
-        hints.append(f"the backbone differs: the checkpoint's is {family}; check MODEL.NAME.")
+    base_f = {k: v for k, v in state.items() if k.startswith("base.")}
+    base_m = {k: v for k, v in target.items() if k.startswith("base.")}
+    if _shapes(base_f) != _shapes(base_m):
+        fits = backbones_fitting(base_f)
+        if fits and backbone not in fits:  # (MODEL.NAME right: the message lists the keys)
+            hints.append(f"the checkpoint's backbone is {' or '.join(fits)}, not MODEL.NAME "
+                         f"{backbone or 'of the model'}: set MODEL.NAME {fits[0]}.")
+        elif not fits:
+            hints.append("the checkpoint's backbone is none of "
+                         f"{', '.join(BACKBONE_NAMES)} (keys like {_listed(sorted(base_f))}).")
     return hints
 
 
@@ -225,12 +249,18 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
         source, obj = source or "checkpoint", path_or_state_dict
     state = _as_state_dict(obj, source)
     target = model.state_dict()
+    dropped = [k for k in _BACKBONE_CLASSIFIER_KEYS if k in state and k not in target]
+    if dropped:
+        state = {k: v for k, v in state.items() if k not in dropped}
+        logger.info("Dropped the backbone's unused ImageNet classifier (%s) of %s: the "
+                    "original's resnet50_ibn_a keeps it, this model does not need it.",
+                    ", ".join(dropped), source)
     missing, unexpected, shapes = _compare(state, target)
     if missing or unexpected or shapes:
         parts = [f"{len(keys)} {kind} ({_listed(keys)})"
                  for kind, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                     ("shape differences", shapes)) if keys]
-        hints = _hints(state, target)
+        hints = _hints(state, target, getattr(model, "backbone_name", None))
         raise UserError(f"The {source} does not fit the model built from the config: "
                         + "; ".join(parts) + "."
                         + (" Hints: " + " ".join(hints) if hints else "")

@@ -70,15 +70,20 @@ def oracle(model: VideoBaseline, x: torch.Tensor):
             pooled = (a * f).mean((2, 3)).view(b, t, c).mean(1)
             logits.append(stream.classifier(F.relu(pooled)))
             maps.append(a)
-        else:
+        else:  # SPEC §3 "mce" steps 1-3, softmaxes written out as exp / sum
             n = len(stream.attr_recog_modules)
-            fusion = getattr(model, f"attention_fusion{g + 1}", torch.full((1, n, h, w), 1 / n))
+            fusion = getattr(model, f"attention_fusion{g + 1}", None)
+            weights = (torch.full((1, n, h, w), 1 / n) if fusion is None  # TA: the mean map
+                       else fusion.exp() / fusion.exp().sum(1, keepdim=True))
             group = 0
             for k, head in enumerate(stream.attr_recog_modules):
                 a_k = torch.sigmoid(head.attention_conv(z))
                 pooled = (a_k * z).mean((2, 3)).view(b, t, -1).mean(1)
-                logits.append(head.classifier(pooled))
-                group = group + fusion[:, k:k + 1] * a_k
+                logits.append(head.classifier(F.relu(pooled)))
+                group = group + weights[:, k:k + 1] * a_k
+            if fusion is not None:   # softmax over the T frames of each clip, per position
+                e = group.view(b, t, 1, h, w).exp()
+                group = (e / e.sum(1, keepdim=True)).view(bt, 1, h, w)
             maps.append(group)
     if model.fusion_method == "ATTR_TA":
         fp = torch.cat([fp, maps[0] * fp, maps[1] * fp], 1)   # (B*T, 3C, h, w)
@@ -132,18 +137,49 @@ def test_outputs_match_naive_oracle(fusion, loss, neck, neck_feat, dim):
         assert model.classifier.bias is None
 
 
-def test_initialisation():
-    model = make()
+def _kaiming_fan_in_std(conv: torch.nn.Module) -> float:
+    return (2 / conv.weight[0].numel()) ** 0.5
+
+
+def test_initialisation_bce():
+    """SPEC §3 "Init": Kaiming normal (fan_in) convolutions with zero bias, N(0, 0.001)
+    classifiers, BN weight 1 bias 0."""
+    model = make(input_size=(128, 64))               # an 8x4 map: 32 positions
     assert model.classifier.weight.std().item() == pytest.approx(0.001, rel=0.1)
-    assert model.multi_attr_recoger1.classifier.weight.std().item() == pytest.approx(
-        0.001, rel=0.3)
-    assert torch.all(model.multi_attr_recoger1.classifier.bias == 0)
-    assert torch.all(model.bottleneck.weight == 1)
-    conv = model.multi_attr_recoger1.conv.weight     # kaiming fan_in: std sqrt(2 / C)
-    assert conv.std().item() == pytest.approx((2 / 512) ** 0.5, rel=0.05)
-    assert torch.all(model.attention_conv.bias == 0)
-    mce = make(attribute_loss="mce")
-    torch.testing.assert_close(mce.attention_fusion2, torch.full((1, 2, *MAP), 0.5))
+    assert torch.all(model.bottleneck.weight == 1) and not model.bottleneck.bias.any()
+    convs = [model.attention_conv]
+    for stream in (model.multi_attr_recoger1, model.multi_attr_recoger2):
+        assert stream.classifier.weight.std().item() == pytest.approx(0.001, rel=0.3)
+        assert not stream.classifier.bias.any()
+        assert torch.all(stream.bn.weight == 1) and not stream.bn.bias.any()
+        convs += [stream.conv, stream.attention_s_conv, stream.attention_t_conv]
+    for conv in convs:
+        assert conv.weight.std().item() == pytest.approx(_kaiming_fan_in_std(conv), rel=0.1)
+        assert conv.weight.mean().abs().item() < 0.2 * _kaiming_fan_in_std(conv)
+        assert not conv.bias.any()
+
+
+def test_initialisation_mce():
+    """SPEC §3 "Init", "mce": the shared conv/bn keep PyTorch's defaults; each attribute's
+    attention_conv is Kaiming normal (fan_in), bias 0; attention_fusion all ones."""
+    model = make(attribute_loss="mce")
+    for stream in (model.multi_attr_recoger1, model.multi_attr_recoger2):
+        conv = stream.conv                            # PyTorch default: U(-1/sqrt(fan_in), ..)
+        bound = 1 / conv.weight[0].numel() ** 0.5
+        assert conv.weight.abs().max().item() <= bound
+        assert conv.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+        assert conv.bias.abs().max().item() <= bound and conv.bias.abs().min().item() > 0
+        assert torch.all(stream.bn.weight == 1) and not stream.bn.bias.any()
+        heads = stream.attr_recog_modules
+        att = torch.cat([h.attention_conv.weight.flatten() for h in heads])
+        assert att.std().item() == pytest.approx(_kaiming_fan_in_std(heads[0].attention_conv),
+                                                 rel=0.1)
+        assert all(not h.attention_conv.bias.any() for h in heads)
+        cls = torch.cat([h.classifier.weight.flatten() for h in heads])
+        assert cls.std().item() == pytest.approx(0.001, rel=0.1)
+        assert all(not h.classifier.bias.any() for h in heads)
+    assert torch.all(model.attention_fusion1 == 1) and torch.all(model.attention_fusion2 == 1)
+    assert model.attention_fusion2.shape == (1, 2, *MAP)
 
 
 def test_attribute_losses_do_not_reach_the_backbone():

@@ -161,6 +161,32 @@ def test_self_loads_the_originals_dataparallel_file(tmp_path):
         build_model(small_cfg(**{"MODEL.PRETRAIN_CHOICE": "self"}), 6, SMALL)
 
 
+def test_the_originals_ibn_a_checkpoint_loads_without_its_backbone_classifier(model_log):
+    """SPEC §3 "Quirk (IBN-a)": the original's file carries base.fc.*; exactly these two keys
+    are dropped, with one log line, and a hint never asks to check a MODEL.NAME that is right."""
+    src = tiny(backbone="resnet50_ibn_a", attr_lens=None)
+    torch.nn.init.normal_(src.classifier.weight)
+    state = {"module." + k: v for k, v in src.state_dict().items()}
+    state["module.base.fc.weight"] = torch.zeros(1000, 2048)
+    state["module.base.fc.bias"] = torch.zeros(1000)
+    dst = tiny(backbone="resnet50_ibn_a", attr_lens=None)
+    load_model_weights(dst, state)
+    assert torch.equal(dst.classifier.weight, src.classifier.weight)
+    assert "base.fc" not in " ".join(dst.state_dict())
+    dropped = [r.getMessage() for r in model_log.records if "Dropped" in r.getMessage()]
+    assert len(set(dropped)) == 1 and "base.fc.weight, base.fc.bias" in dropped[0]
+    # any other extra key still fails, and the right backbone is not blamed
+    state["module.base.extra"] = torch.zeros(1)
+    with pytest.raises(UserError) as e:
+        load_model_weights(dst, state)
+    assert "base.extra" in str(e.value) and "MODEL.NAME" not in str(e.value)
+    # a different classifier: the hint is about the identities, not the backbone
+    with pytest.raises(UserError) as e:
+        load_model_weights(tiny(backbone="resnet50_ibn_a", attr_lens=None, num_classes=7),
+                           {k: v for k, v in state.items() if k != "module.base.extra"})
+    assert "6-identity classifier" in str(e.value) and "MODEL.NAME" not in str(e.value)
+
+
 def test_our_checkpoint_format_and_evaluate_only_skips_imagenet(tmp_path):
     src = tiny()
     dst = tiny()
@@ -196,7 +222,13 @@ def test_mismatched_checkpoint_lists_keys_and_the_fitting_config():
         assert hint in msg
 
     other = tiny(backbone="resnet34", attr_lens=None).state_dict()
-    with pytest.raises(UserError, match="check MODEL.NAME"):
+    with pytest.raises(UserError, match="backbone is resnet34, not MODEL.NAME resnet18: set "
+                                        "MODEL.NAME resnet34"):
         load_model_weights(tiny(attr_lens=None), other)
+    # a resnet34 trunk (BasicBlock, 6 blocks in layer3) is not mistaken for a resnet50 one
+    with torch.device("meta"):
+        r50 = tiny(backbone="resnet50", attr_lens=None)
+    with pytest.raises(UserError, match="backbone is resnet34, not MODEL.NAME resnet50"):
+        load_model_weights(r50, other)
     with pytest.raises(UserError, match="no state dict"):
         load_model_weights(model, {"epoch": 1})

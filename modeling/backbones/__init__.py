@@ -21,12 +21,14 @@ BACKBONE_NAMES = (*RESNET_SPECS, *SENET_SPECS, "resnet50_ibn_a")
 TORCHVISION_BACKBONES = tuple(RESNET_SPECS)
 
 
-def build_backbone(name: str, last_stride: int = 1) -> nn.Module:
+def build_backbone(name: str, last_stride: int = 1, stem_relu: bool = False) -> nn.Module:
     """Build a randomly initialised trunk.
 
     Args:
         name: one of ``BACKBONE_NAMES`` (MODEL.NAME).
         last_stride: stride of the last stage (MODEL.LAST_STRIDE), 1 or 2.
+        stem_relu: MODEL.STEM_RELU, for the plain ResNets only: False is the original's stem
+            without a ReLU, True torchvision's. IBN-a and the SE family always have one.
 
     Raises:
         UserError: unknown name or bad stride.
@@ -34,7 +36,7 @@ def build_backbone(name: str, last_stride: int = 1) -> nn.Module:
     if last_stride not in (1, 2):
         raise UserError(f"MODEL.LAST_STRIDE must be 1 or 2, got {last_stride!r}.")
     if name in RESNET_SPECS:
-        return resnet(name, last_stride)
+        return resnet(name, last_stride, stem_relu)
     if name in SENET_SPECS:
         return senet(name, last_stride)
     if name == "resnet50_ibn_a":

@@ -84,11 +84,14 @@ class ResNet(nn.Module):
         block: ``BasicBlock`` or ``Bottleneck``.
         layers: number of blocks of the four stages.
         last_stride: stride of the last stage (1 keeps a map of H/16 x W/16).
+        stem_relu: ReLU between the stem's ``bn1`` and max-pool (torchvision's architecture).
+            The original's plain ResNets (the paper's resnet50 included) have none (SPEC §3).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int],
-                 last_stride: int = 2) -> None:
+                 last_stride: int = 2, stem_relu: bool = True) -> None:
         super().__init__()
+        self.stem_relu = stem_relu
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -143,7 +146,8 @@ class ResNet(nn.Module):
         return one(size[0]), one(size[1])
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.bn1(self.conv1(x))
+        return self.maxpool(self.relu(x) if self.stem_relu else x)
 
     def stages(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """The trunk as consecutive stages (units of activation checkpointing)."""
@@ -165,7 +169,11 @@ RESNET_SPECS: dict[str, tuple[type, list[int]]] = {
 }
 
 
-def resnet(name: str, last_stride: int = 2) -> ResNet:
-    """A ResNet trunk by name ("resnet18" ... "resnet152")."""
+def resnet(name: str, last_stride: int = 2, stem_relu: bool = False) -> ResNet:
+    """A ResNet trunk by name ("resnet18" ... "resnet152").
+
+    ``stem_relu`` False (the default) is the original's stem, conv1 -> bn1 -> max-pool;
+    True is torchvision's, with a ReLU before the max-pool (MODEL.STEM_RELU).
+    """
     block, layers = RESNET_SPECS[name]
-    return ResNet(block, layers, last_stride)
+    return ResNet(block, layers, last_stride, stem_relu)
