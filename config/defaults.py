@@ -204,7 +204,8 @@ _C.TEST.RE_RANKING = "no"
 _C.TEST.WEIGHT = ""
 # Test feature: "after" (after the BNNeck BatchNorm) or "before"
 _C.TEST.NECK_FEAT = "after"
-# L2-normalise test features: "yes" or "no"
+# L2-normalise test features: "yes" or "no". With DISTANCE "euclid" the original ignores it
+# (unnormalised features); here "yes" normalises, "no" gives the original's ranking
 _C.TEST.FEAT_NORM = "yes"
 # Pooling of the clip features of a tracklet: "avg" or "max" (applied to query and gallery)
 _C.TEST.TEMPORAL_POOL_METHOD = "avg"

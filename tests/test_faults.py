@@ -256,7 +256,7 @@ def test_checkpoint_of_another_architecture_lists_the_keys(capsys, good_run, tin
     assert "does not fit the model built from the config" in err
     if mode == "eval-only":
         assert "80 missing keys (base.layer1.2.conv1.weight, base.layer1.2.bn1.weight" in err
-        assert "check MODEL.NAME" in err
+        assert "backbone is resnet18, not MODEL.NAME resnet34: set MODEL.NAME resnet18" in err
     else:
         assert "5 shape differences (bottleneck.weight: file [1536] vs model [512]" in err
         assert "MODEL.FUSION_METHOD" in err
