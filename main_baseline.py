@@ -28,6 +28,7 @@ from engine import (
     parse_command_line,
     run_cli,
     run_evaluation,
+    unwrap,
     wrap_distributed,
 )
 from layers import make_loss
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if distributed:
         model = wrap_distributed(model, device, cfg.MODEL.SYN_BN)
     criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,
-                          feat_dim=getattr(model, "module", model).feat_dim).to(device)
-    optimizer = make_optimizer(cfg, getattr(model, "module", model))
+                          feat_dim=unwrap(model).feat_dim).to(device)
+    optimizer = make_optimizer(cfg, unwrap(model))
     center_optimizer = make_center_optimizer(cfg, criterion)
     scheduler = make_scheduler(cfg, optimizer)
     trainer = Trainer(cfg, model, criterion, optimizer, scheduler,

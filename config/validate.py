@@ -6,6 +6,7 @@ import ast
 import difflib
 import os
 
+import torch
 import yaml
 from yacs.config import CfgNode as CN
 
@@ -42,6 +43,19 @@ CHOICES: dict[str, tuple] = {
     "TEST.TEMPORAL_POOL_METHOD": ("avg", "max"),
     "DISTANCE": ("cosine", "euclid"),
 }
+
+# torch.optim classes that cannot train this model: LBFGS needs a closure and one parameter
+# group, SparseAdam sparse gradients, Muon 2-D parameters only.
+_UNSUITABLE_OPTIMIZERS = {"LBFGS", "SparseAdam", "Muon"}
+
+
+def available_optimizers() -> list[str]:
+    """Names of the torch.optim classes that SOLVER.OPTIMIZER_NAME may take."""
+    return sorted(
+        name for name, obj in vars(torch.optim).items()
+        if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
+        and obj is not torch.optim.Optimizer and name not in _UNSUITABLE_OPTIMIZERS)
+
 
 # Keys that must be positive integers.
 POSITIVE_INTS = (
@@ -129,8 +143,10 @@ def _merge(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
             cfg[k] = _coerce(v, cfg[k], full, source)
 
 
-def merge_config_file(cfg: CN, path: str) -> None:
-    """Merge a yml file into ``cfg`` (mutable), naming the file and key on any error."""
+BASE_KEY = "_BASE_"
+
+
+def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"Config file not found: '{path}'. Pass an existing file to --config_file "
                         "(the shipped ones are in configs/).")
@@ -141,6 +157,27 @@ def merge_config_file(cfg: CN, path: str) -> None:
             raise UserError(f"Config file '{path}' is not valid YAML: {e}") from None
     if not isinstance(loaded, dict):
         raise UserError(f"Config file '{path}' must hold a mapping of config sections.")
+    return loaded
+
+
+def merge_config_file(cfg: CN, path: str, _chain: tuple[str, ...] = ()) -> None:
+    """Merge a yml file into ``cfg`` (mutable), naming the file and key on any error.
+
+    A file may extend another: ``_BASE_: other.yml`` (relative to the file's folder) merges
+    ``other.yml`` (and its own bases) first, then the file's keys over it.
+    """
+    loaded = _read_yaml(path)
+    base = loaded.pop(BASE_KEY, None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise UserError(f"{BASE_KEY} in '{path}' must be the path of the yml file it "
+                            f"extends, got {base!r}.")
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        chain = (*_chain, os.path.realpath(path))
+        if os.path.realpath(base_path) in chain:
+            raise UserError(f"{BASE_KEY} of '{path}' ('{base}') leads back to a file that "
+                            f"extends it: {' -> '.join(chain)}.")
+        merge_config_file(cfg, base_path, chain)
     _check_keys(cfg, loaded, f"'{path}'")
     _merge(cfg, loaded, f"'{path}'")
 
@@ -184,8 +221,6 @@ def validate_cfg(cfg: CN) -> None:
                 f"SOLVER.SEQS_PER_BATCH ({cfg.SOLVER.SEQS_PER_BATCH}) must be a multiple of "
                 f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
                 f"sampler '{cfg.DATALOADER.SAMPLER}'.")
-    from solver.build import available_optimizers
-
     optimizers = available_optimizers()
     if cfg.SOLVER.OPTIMIZER_NAME not in optimizers:
         raise UserError(f"Invalid value {cfg.SOLVER.OPTIMIZER_NAME!r} for SOLVER.OPTIMIZER_NAME; "

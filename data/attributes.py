@@ -1,4 +1,4 @@
-"""Attribute schemas of MARS and DukeMTMC-VideoReID, the CSV reader and the two encodings.
+"""Attribute schemas of MARS and DukeMTMC-VideoReID, the CSV check and reader, the encodings.
 
 Every attribute is a class index (0-based, as in the CSV files). The attributes of a dataset
 form two groups (SPEC §2): group 1 holds the 9 ID-irrelevant attributes (motion, pose, ...),
@@ -10,6 +10,10 @@ Encodings (DATASETS.ATTRIBUTE_LOSS):
 * ``"bce"``: per group, the one-hot vectors of its attributes concatenated (MARS 25 + 41
   floats, Duke 25 + 33); an unknown attribute (-1) is all zeros.
 * ``"mce"``: one class index per attribute, (n_attr,) int64.
+
+:func:`check_attribute_csv` lists every problem of a CSV (``python -m tools.verify`` reports
+them all); :func:`load_attribute_table` raises the first. :func:`decode_attribute_logits`
+turns model logits back into class indices.
 
 Example::
 
@@ -30,11 +34,12 @@ import torch
 from utils.errors import UserError
 
 __all__ = [
+    "AttributeCsvProblem",
     "AttributeSchema",
     "DUKE_SCHEMA",
     "KEY_COLUMNS",
     "MARS_SCHEMA",
-    "SCHEMAS",
+    "check_attribute_csv",
     "decode_attribute_logits",
     "encode_attributes",
     "encode_bce",
@@ -97,9 +102,6 @@ DUKE_SCHEMA = AttributeSchema(
     aliases=(("muti-person", ("multi-person",)),),
 )
 
-SCHEMAS: dict[str, AttributeSchema] = {"mars": MARS_SCHEMA, "duke": DUKE_SCHEMA}
-
-
 def resolve_columns(header: Sequence[str], schema: AttributeSchema
                     ) -> tuple[list[str | None], list[str]]:
     """Find the key and attribute columns of a CSV header (accepting the schema's aliases).
@@ -123,7 +125,121 @@ def resolve_columns(header: Sequence[str], schema: AttributeSchema
     return columns, missing
 
 
-def load_attribute_table(csv_path: str, schema: AttributeSchema) -> dict[AttributeKey, tuple]:
+_FIX_CSV = "re-download the attribute annotations of the dataset (see the README)"
+_FIX_RANGE = f"check that the file belongs to this dataset, or {_FIX_CSV}"
+
+
+@dataclass(frozen=True)
+class AttributeCsvProblem:
+    """One problem of an attribute CSV, found by :func:`check_attribute_csv`.
+
+    Attributes:
+        path: the CSV file.
+        message: what is wrong, starting with the quoted path and naming the line(s), column
+            and value where they apply, e.g. ``"'a.csv', line 3, column 'age': value 4 is
+            outside the 4 classes [0, 3] of this attribute"``.
+        fix: what to do about it.
+        lines: the file lines concerned, 1-based with the header as line 1 (empty when the
+            problem concerns the whole file).
+        column: the CSV column concerned ("" when none).
+        value: the text of the cell concerned ("" when none or empty).
+    """
+
+    path: str
+    message: str
+    fix: str
+    lines: tuple[int, ...] = ()
+    column: str = ""
+    value: str = ""
+
+
+def check_attribute_csv(csv_path: str, schema: AttributeSchema
+                        ) -> tuple[dict[AttributeKey, tuple[int, ...]] | None,
+                                   list[AttributeCsvProblem]]:
+    """Read an attribute CSV and list every problem in it.
+
+    The checks: the file reads as CSV; it has the key columns and every attribute of
+    ``schema`` (aliases accepted, extra columns ignored); every key and attribute cell is an
+    integer; every attribute is within ``[0, classes)``; no two lines share a key.
+
+    Args:
+        csv_path: the CSV file (``person_id, camera_id, tracklets_id`` and the attributes).
+        schema: the dataset's :class:`AttributeSchema`.
+
+    Returns:
+        ``(table, problems)``. ``table`` maps the key ``(pid, camera_id [1-based, as in the
+        CSV], tracklet number)`` of every line whose three key cells are integers to its
+        attribute class indices in schema order, -1 for a cell with a problem (a duplicated
+        key keeps its last line); None when the file cannot be read or lacks columns.
+        ``problems`` lists the bad cells line by line (columns in schema order), then each
+        duplicated key (by its first line); it is empty for a valid file.
+    """
+    try:
+        df = pd.read_csv(csv_path, skipinitialspace=True, dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        return None, [AttributeCsvProblem(csv_path, f"'{csv_path}' cannot be read: {e}",
+                                          _FIX_CSV)]
+    df.columns = [str(c).strip() for c in df.columns]
+    columns, missing = resolve_columns(df.columns, schema)
+    if missing:
+        return None, [AttributeCsvProblem(
+            csv_path, f"'{csv_path}' lacks the column(s) {missing}; expected "
+            f"{[*KEY_COLUMNS, *schema.names]} in this order", _FIX_CSV)]
+    raw = df[columns]
+    values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)  # (rows, cols)
+    problems, bad = _cell_problems(csv_path, raw, values, schema)
+    n_key = len(KEY_COLUMNS)
+    good_key = ~bad[:, :n_key].any(axis=1)
+    table = np.where(bad, -1, np.nan_to_num(values)).astype(np.int64)[good_key]   # (rows', cols)
+    lines = np.flatnonzero(good_key) + 2                        # 1-based, the header is line 1
+    problems += _duplicate_problems(csv_path, table[:, :n_key], lines)
+    keys, attrs = map(tuple, table[:, :n_key].tolist()), map(tuple, table[:, n_key:].tolist())
+    return dict(zip(keys, attrs, strict=True)), problems
+
+
+def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema: AttributeSchema
+                   ) -> tuple[list[AttributeCsvProblem], np.ndarray]:
+    """The problems of the cells (not integers, out of range) and their (rows, cols) mask.
+
+    Args:
+        raw: the key and attribute columns as read (text, NaN for an empty cell).
+        values: ``raw`` as numbers, NaN where a cell is not a number, (rows, cols).
+    """
+    not_int = np.isnan(values) | (values % 1 != 0)
+    high = np.array([np.inf] * len(KEY_COLUMNS) + schema.flat_lens)
+    low = np.array([-np.inf] * len(KEY_COLUMNS) + [0] * len(schema.flat_lens))
+    outside = ~not_int & ((values < low) | (values >= high))
+    problems = []
+    for row, col in np.argwhere(not_int | outside).tolist():
+        cell, column = raw.iat[row, col], raw.columns[col]
+        if not_int[row, col]:
+            what, fix = f"{cell!r} is not an integer", _FIX_CSV
+        else:
+            n = int(high[col])
+            what = f"value {int(values[row, col])} is outside the {n} classes [0, {n - 1}] of " \
+                   "this attribute"
+            fix = _FIX_RANGE
+        problems.append(AttributeCsvProblem(
+            csv_path, f"'{csv_path}', line {row + 2}, column '{column}': {what}", fix,
+            (row + 2,), column, cell if isinstance(cell, str) else ""))
+    return problems, not_int | outside
+
+
+def _duplicate_problems(csv_path: str, keys: np.ndarray, lines: np.ndarray
+                        ) -> list[AttributeCsvProblem]:
+    """One problem per key that several lines share; ``keys`` (n, 3) int, ``lines`` (n,)."""
+    dup = pd.DataFrame(keys).duplicated(keep=False).to_numpy()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for key, line in zip(map(tuple, keys[dup].tolist()), lines[dup].tolist(), strict=True):
+        groups.setdefault(key, []).append(line)
+    return [AttributeCsvProblem(
+        csv_path, f"'{csv_path}' has {len(where)} rows sharing a (person_id, camera_id, "
+        f"tracklets_id) key: {key} on lines {where}. Every tracklet needs exactly one row",
+        _FIX_CSV, tuple(where)) for key, where in groups.items()]
+
+
+def load_attribute_table(csv_path: str, schema: AttributeSchema
+                         ) -> dict[AttributeKey, tuple[int, ...]]:
     """Read and validate an attribute CSV into a lookup table.
 
     Args:
@@ -135,46 +251,15 @@ def load_attribute_table(csv_path: str, schema: AttributeSchema) -> dict[Attribu
         indices`` in schema order.
 
     Raises:
-        UserError: unreadable file, missing columns (all listed), non-integer cells, values
-            outside ``[0, classes)`` or duplicate keys, naming the file, column and row.
+        UserError: the first problem :func:`check_attribute_csv` finds (unreadable file,
+            missing columns [all listed], a cell that is not an integer or outside its class
+            count, a duplicated key), naming the file, line and column.
     """
-    fix = "re-download the attribute annotations of the dataset (see the README)"
-    try:
-        df = pd.read_csv(csv_path, skipinitialspace=True)
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise UserError(f"Cannot read the attribute file '{csv_path}': {e}. Fix: {fix}.") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    columns, missing = resolve_columns(df.columns, schema)
-    if missing:
-        raise UserError(f"Attribute file '{csv_path}' lacks the column(s) {missing}; expected "
-                        f"{[*KEY_COLUMNS, *schema.names]} in this order. Fix: {fix}.")
-    values = df[columns]
-    numeric = values.apply(pd.to_numeric, errors="coerce")
-    bad = numeric.isna().to_numpy() | (numeric.to_numpy() % 1 != 0)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise UserError(f"Attribute file '{csv_path}', line {row + 2}, column "
-                        f"'{columns[col]}': {values.iat[row, col]!r} is not an integer. "
-                        f"Fix: {fix}.")
-    table = numeric.to_numpy().astype(np.int64)                  # (rows, 3 + n_attr)
-    attrs = table[:, 3:]
-    high = np.asarray(schema.flat_lens)
-    out_of_range = (attrs < 0) | (attrs >= high)
-    if out_of_range.any():
-        row, col = np.argwhere(out_of_range)[0]
-        raise UserError(f"Attribute file '{csv_path}', line {row + 2}, column "
-                        f"'{columns[3 + col]}': value {attrs[row, col]} is outside the "
-                        f"{high[col]} classes [0, {high[col] - 1}] of this attribute. Fix: "
-                        f"check that the file belongs to this dataset, or {fix}.")
-    keys = table[:, :3]
-    dup = pd.DataFrame(keys).duplicated(keep=False).to_numpy()
-    if dup.any():
-        rows = np.flatnonzero(dup)[:6] + 2
-        first = tuple(int(v) for v in keys[np.flatnonzero(dup)[0]])
-        raise UserError(f"Attribute file '{csv_path}' has {int(dup.sum())} rows sharing a "
-                        f"(person_id, camera_id, tracklets_id) key, e.g. {first} on lines "
-                        f"{rows.tolist()}. Every tracklet needs exactly one row. Fix: {fix}.")
-    return dict(zip(map(tuple, keys.tolist()), map(tuple, attrs.tolist()), strict=True))
+    table, problems = check_attribute_csv(csv_path, schema)
+    if problems:
+        first = problems[0]
+        raise UserError(f"Attribute file {first.message}. Fix: {first.fix}.")
+    return table
 
 
 def encode_bce(attr_idx: torch.Tensor, attr_lens: Sequence[Sequence[int]]) -> list[torch.Tensor]:
@@ -222,21 +307,34 @@ def encode_attributes(attr_idx: torch.Tensor, attr_lens: Sequence[Sequence[int]]
     raise ValueError(f"unknown attribute encoding {mode!r}; use 'bce', 'mce' or 'none'")
 
 
-def decode_attribute_logits(attr_logits: Sequence[torch.Tensor],
-                            attr_lens: Sequence[Sequence[int]], mode: str) -> torch.Tensor:
-    """Predicted class index of every attribute.
+def decode_attribute_logits(attr_logits: torch.Tensor | Sequence[torch.Tensor],
+                            attr_lens: Sequence[Sequence[int]], mode: str = "flat"
+                            ) -> torch.Tensor:
+    """Predicted class index of every attribute: the argmax of each attribute's logits.
+
+    Every layout is the attribute logits in CSV order, differently cut: "flat" is their
+    concatenation (what :mod:`engine.evaluator` averages over clips), "bce" one tensor per
+    group, "mce" one tensor per attribute (the model's train outputs of the two modes).
 
     Args:
-        attr_logits: "bce": one tensor (B, sum(group lens)) per group; "mce": one tensor
-            (B, classes) per attribute in CSV order.
-        attr_lens: class counts per group.
-        mode: "bce" or "mce".
+        attr_logits: "flat": one tensor (B, sum of all class counts); "bce": one tensor
+            (B, sum(group lens)) per group; "mce": one tensor (B, classes) per attribute.
+        attr_lens: class counts per group, e.g. MARS ``[[5, 6, ...], [9, 10, ...]]``.
+        mode: the layout of ``attr_logits``: "flat", "bce" or "mce".
 
     Returns:
-        LongTensor (B, n_attr): the argmax of each attribute's slice (bce) or head (mce).
+        LongTensor (B, n_attr) on the logits' device, in CSV order.
+
+    Raises:
+        ValueError: an unknown mode, or logits that do not match ``attr_lens``.
     """
     flat = [n for g in attr_lens for n in g]
-    if mode == "bce":
+    if mode == "flat":
+        if attr_logits.shape[1] != sum(flat):
+            raise ValueError(f"flat logits must be (B, {sum(flat)}); got "
+                             f"{tuple(attr_logits.shape)}")
+        heads = list(torch.split(attr_logits, flat, dim=1))
+    elif mode == "bce":
         if len(attr_logits) != len(attr_lens):
             raise ValueError(f"expected {len(attr_lens)} group logits, got {len(attr_logits)}")
         heads = [h for logits, g in zip(attr_logits, attr_lens, strict=True)
@@ -244,9 +342,8 @@ def decode_attribute_logits(attr_logits: Sequence[torch.Tensor],
     elif mode == "mce":
         heads = list(attr_logits)
     else:
-        raise ValueError(f"unknown attribute encoding {mode!r}; use 'bce' or 'mce'")
+        raise ValueError(f"unknown attribute logit layout {mode!r}; use 'flat', 'bce' or 'mce'")
     if [h.shape[1] for h in heads] != flat:
         raise ValueError(f"logit widths {[h.shape[1] for h in heads]} do not match the "
                          f"attribute class counts {flat}")
     return torch.stack([h.argmax(dim=1) for h in heads], dim=1)
-

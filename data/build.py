@@ -12,6 +12,7 @@ from yacs.config import CfgNode
 from data.datasets import DATASET_CLASSES, VideoReIDDataset
 from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
+from data.synthetic import FORMATS, write_synthetic_dataset
 from data.transforms import build_transforms
 from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
 from utils.comm import get_rank, get_world_size, is_main_process, synchronize
@@ -27,8 +28,9 @@ IDENTITY_SAMPLERS = ("triplet", "softmax_triplet")
 def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     """Parse the dataset DATASETS.NAME at DATASETS.ROOT_DIR.
 
-    MARS and DukeMTMC-VideoReID read their attribute CSV when ATTR_RECOG_ON is True (without
-    it, ``attr_lens`` is None and no CSV is needed).
+    A dataset with attributes (its class has an ``attribute_schema``: MARS and
+    DukeMTMC-VideoReID) reads its attribute CSV when ATTR_RECOG_ON is True (without it,
+    ``attr_lens`` is None and no CSV is needed).
 
     Raises:
         UserError: empty or missing root, missing files (all listed), malformed annotations.
@@ -42,17 +44,16 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
                         "DATASETS.ROOT_DIR data/mars.")
     if cfg.DATASETS.SYNTHETIC.IF_MISSING and not os.path.isdir(root):
         _write_synthetic(cfg)
-    if name in ("mars", "duke"):
-        return DATASET_CLASSES[name](root, attributes=cfg.ATTR_RECOG_ON)
-    return DATASET_CLASSES[name](root)
+    cls = DATASET_CLASSES[name]
+    if cls.attribute_schema is not None:
+        return cls(root, attributes=cfg.ATTR_RECOG_ON)
+    return cls(root)
 
 
 def _write_synthetic(cfg: CfgNode) -> None:
     """Write the synthetic dataset of DATASETS.SYNTHETIC at DATASETS.ROOT_DIR (rank 0)."""
-    from data.synthetic import write_synthetic_dataset
-
     name, root, syn = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR, cfg.DATASETS.SYNTHETIC
-    if name not in ("mars", "duke"):
+    if name not in FORMATS:
         raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes MARS or Duke-format data only; "
                         f"DATASETS.NAME is {name!r}. Set IF_MISSING False or NAME mars/duke.")
     if is_main_process():
@@ -76,7 +77,7 @@ def check_image_files(dataset: VideoReIDDataset, shown: int = 10) -> None:
 
     Only existence is checked (one listing per folder, see
     :func:`data.datasets.base.find_missing_files`); a
-    truncated or corrupt image is named when it is read, and ``python -m data.verify``
+    truncated or corrupt image is named when it is read, and ``python -m tools.verify``
     decodes every image up front.
 
     Args:
@@ -87,14 +88,14 @@ def check_image_files(dataset: VideoReIDDataset, shown: int = 10) -> None:
         UserError: listing the first ``shown`` missing files and their count.
     """
     paths = [p for subset in (dataset.train, dataset.query, dataset.gallery)
-             for t in subset for p in t[0]]
+             for t in subset for p in t.img_paths]
     missing = find_missing_files(paths)
     if missing:
         listed = "\n".join(f"  - {p}" for p in missing[:shown])
         more = f"\n  ... and {len(missing) - shown} more" if len(missing) > shown else ""
         raise UserError(f"{len(missing)} of the {len(paths)} image files of the split are "
                         f"missing:\n{listed}{more}\nFix: restore them (re-extract the dataset "
-                        "archives); `python -m data.verify --config_file FILE` lists every "
+                        "archives); `python -m tools.verify --config_file FILE` lists every "
                         "problem of the dataset folder.")
 
 
@@ -134,7 +135,7 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
         raise UserError(f"RANDOM_SEED must be >= 0 (it seeds numpy generators); got {seed}.")
     batch = cfg.SOLVER.SEQS_PER_BATCH
     if cfg.DATALOADER.SAMPLER in IDENTITY_SAMPLERS:
-        batch_sampler = RandomIdentitySampler([t[1] for t in dataset.train], batch,
+        batch_sampler = RandomIdentitySampler([t.pid for t in dataset.train], batch,
                                               cfg.DATALOADER.NUM_INSTANCE, seed, world, rank)
     else:
         batch_sampler = RandomBatchSampler(len(dataset.train), batch, seed, world, rank)

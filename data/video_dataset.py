@@ -71,7 +71,8 @@ class VideoTrainDataset(_TrackletFrames):
     """Training clips: ``dataset[(index, sample_seed)] -> (clip, pid, camid, attrs)``.
 
     Args:
-        tracklets: ``(img_paths, pid, camid, attributes)`` tuples (pids relabelled).
+        tracklets: :class:`data.datasets.Tracklet` (or any tuple that begins ``img_paths, pid,
+            camid, attributes``), pids relabelled.
         seq_len: clip length T.
         transform: ``transform(images, generator) -> (T, 3, H, W)``, e.g. a training
             :class:`data.transforms.ClipTransform`.
@@ -104,7 +105,7 @@ class VideoTrainDataset(_TrackletFrames):
             raise TypeError("VideoTrainDataset items are (index, sample_seed) pairs; use a "
                             "sampler of data.samplers")
         index, sample_seed = int(item[0]), int(item[1])
-        _, pid, camid, _ = self.tracklets[index]
+        pid, camid = self.tracklets[index][1:3]
         generator = torch.Generator().manual_seed(sample_seed)
         n = len(self.tracklets[index][0])
         if self.sample_method == "random":
@@ -122,7 +123,8 @@ class VideoTestDataset(_TrackletFrames):
     """Test tracklets: ``dataset[index] -> (clips, pid, camid, attr_idx)``.
 
     Args:
-        tracklets: ``(img_paths, pid, camid, attributes)`` tuples.
+        tracklets: :class:`data.datasets.Tracklet` (or any tuple that begins ``img_paths, pid,
+            camid, attributes``).
         seq_len: clip length T.
         transform: ``transform(images) -> (n, 3, H, W)``, e.g. a test
             :class:`data.transforms.ClipTransform`.
@@ -162,7 +164,7 @@ class VideoTestDataset(_TrackletFrames):
         return sample_random_clip(n, self.seq_len, torch.Generator().manual_seed(seed))[None]
 
     def __getitem__(self, index: int):
-        _, pid, camid, _ = self.tracklets[index]
+        pid, camid = self.tracklets[index][1:3]
         positions = self.clip_positions(index)                                  # (N, T)
         images, inverse = self._decoded(index, positions)
         frames = self.transform(images)                                         # (U, 3, H, W)

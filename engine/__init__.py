@@ -1,19 +1,15 @@
-"""Training and evaluation engine: run set-up, the Trainer, dense evaluation."""
+"""Training and evaluation engine: run set-up, the Trainer, dense evaluation, run records."""
 
 from utils.errors import run_cli
 
 from .defaults import CONFIG_KEY, default_argument_parser, default_setup, parse_command_line
-from .evaluator import evaluate, extract_features
-from .trainer import (
-           Interrupted,
-           NonFiniteLossError,
-           Trainer,
-           convert_sync_bn,
-           run_evaluation,
-           wrap_distributed,
-)
+from .distributed import convert_sync_bn, unwrap, wrap_distributed
+from .evaluator import evaluate, evaluation_kwargs, extract_features, run_evaluation
+from .precision import amp_settings
+from .recorder import RunRecorder
+from .trainer import Interrupted, NonFiniteLossError, Trainer
 
 __all__ = ["CONFIG_KEY", "default_argument_parser", "default_setup", "parse_command_line",
-           "run_cli", "evaluate", "extract_features",
-           "Trainer", "Interrupted", "NonFiniteLossError", "run_evaluation", "convert_sync_bn",
-           "wrap_distributed"]
+           "run_cli", "evaluate", "evaluation_kwargs", "extract_features", "run_evaluation",
+           "amp_settings", "RunRecorder", "Trainer", "Interrupted", "NonFiniteLossError",
+           "convert_sync_bn", "unwrap", "wrap_distributed"]

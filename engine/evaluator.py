@@ -10,12 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+from yacs.config import CfgNode
 
+from data.attributes import decode_attribute_logits
+from engine.precision import amp_settings
+from engine.recorder import RunRecorder
 from utils.metrics import attribute_metrics, compute_distance_matrix, evaluate_rank
 from utils.reranking import re_ranking
 
@@ -42,10 +47,70 @@ def clips_per_batch(cfg, device: torch.device) -> int:
     On a GPU large forwards fill the device; on a CPU the paper model is fastest with forwards
     of 1-2 clips (8 frames of 256x128 keep the activations in cache): 5.2 clips/s at 2 clips
     against 2.9 at 128 and 3.4 for the original's one-tracklet-per-forward on a 2-core CPU
-    (``python -m utils.benchmark extract``).
+    (``python -m tools.benchmark extract``).
     """
     n = cfg.TEST.CLIPS_PER_BATCH
     return n if n > 0 else AUTO_CLIPS_PER_BATCH.get(device.type, 128)
+
+
+class _PooledFeatures:
+    """Per-tracklet sums (or maxima) of clip features and attribute logits, and clip counts."""
+
+    def __init__(self, num: int, pool: str, device: torch.device) -> None:
+        self.num, self.pool, self.device = num, pool, device
+        self.feats = self.attr_sum = self.counts = None
+
+    def add(self, f: torch.Tensor, a: torch.Tensor | None, owner: torch.Tensor) -> None:
+        """f (c, D) clip features, a (c, L) attribute logits or None, owner (c,) tracklets."""
+        if self.feats is None:
+            fill = float("-inf") if self.pool == "max" else 0.0
+            self.feats = torch.full((self.num, f.shape[1]), fill, device=self.device)
+            self.counts = torch.zeros(self.num, device=self.device)
+            if a is not None:
+                self.attr_sum = torch.zeros(self.num, a.shape[1], device=self.device)
+        if self.pool == "max":
+            self.feats.scatter_reduce_(0, owner[:, None].expand_as(f), f, reduce="amax")
+        else:
+            self.feats.index_add_(0, owner, f)
+        self.counts.index_add_(0, owner, torch.ones_like(owner, dtype=self.counts.dtype))
+        if a is not None:
+            self.attr_sum.index_add_(0, owner, a)
+
+    def result(self, m: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(M, D) pooled features and (M, L) mean attribute logits (or None) of m tracklets."""
+        feats, counts = self.feats[:m], self.counts[:m, None]
+        if self.pool == "avg":
+            feats = feats / counts
+        attr = self.attr_sum[:m] / counts if self.attr_sum is not None else None
+        return feats, attr
+
+
+def _packed(loader: Iterable, clips_per_batch: int, meta: list
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Forwards of up to ``clips_per_batch`` clips, packed across tracklets in loader order.
+
+    Yields ``(clips (c, T, 3, H, W), owner (c,))`` with the tracklet index of every clip;
+    appends ``(pid, camid, attr_idx)`` of every tracklet to ``meta``. The last forward holds
+    the leftover clips.
+    """
+    pending: list[torch.Tensor] = []   # clip tensors waiting for a forward
+    owners: list[torch.Tensor] = []    # tracklet index of every pending clip
+    n_pending = 0
+    for i, (clips, pid, camid, attr_idx) in enumerate(loader):
+        meta.append((int(pid), int(camid), torch.as_tensor(attr_idx, dtype=torch.long)))
+        pending.append(clips)
+        owners.append(torch.full((clips.shape[0],), i, dtype=torch.long))
+        n_pending += clips.shape[0]
+        if n_pending < clips_per_batch:
+            continue
+        clips, owner = torch.cat(pending), torch.cat(owners)
+        full = clips.shape[0] - clips.shape[0] % clips_per_batch
+        for start in range(0, full, clips_per_batch):
+            yield clips[start:start + clips_per_batch], owner[start:start + clips_per_batch]
+        pending, owners = [clips[full:]], [owner[full:]]
+        n_pending = clips.shape[0] - full
+    if n_pending:
+        yield torch.cat(pending), torch.cat(owners)
 
 
 @torch.no_grad()
@@ -69,85 +134,51 @@ def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
         ``attr_targets`` (M, n_attr) int64 numpy (-1 unknown), ``num_clips`` (int).
     """
     model.eval()
-    num = len(loader)  # one item per tracklet
-    pids, camids, targets = [], [], []
-    feats = attr_sum = counts = None
-    pending: list[torch.Tensor] = []   # clip tensors waiting for a forward
-    owners: list[torch.Tensor] = []    # tracklet index of every pending clip
-    n_pending = 0
-    total_clips = 0
+    pooled = _PooledFeatures(len(loader), pool, device)   # one loader item per tracklet
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype)
                 if amp_dtype is not None and device.type == "cuda" else contextlib.nullcontext())
-
-    def forward(clips: torch.Tensor, owner: torch.Tensor) -> None:
-        nonlocal feats, attr_sum, counts
-        clips = clips.to(device, non_blocking=True)
+    meta: list[tuple[int, int, torch.Tensor]] = []
+    total_clips = 0
+    for clips, owner in _packed(loader, clips_per_batch, meta):
         owner = owner.to(device)
         with autocast:
-            f, attr = model(clips)
-        f = f.float()                                   # (c, D)
-        a = _flat_attr_logits(attr)                     # (c, L) or None
-        if feats is None:
-            fill = float("-inf") if pool == "max" else 0.0
-            feats = torch.full((num, f.shape[1]), fill, device=device)
-            counts = torch.zeros(num, device=device)
-            if a is not None:
-                attr_sum = torch.zeros(num, a.shape[1], device=device)
-        if pool == "max":
-            idx = owner[:, None].expand_as(f)
-            feats.scatter_reduce_(0, idx, f, reduce="amax")
-        else:
-            feats.index_add_(0, owner, f)
-        counts.index_add_(0, owner, torch.ones_like(owner, dtype=counts.dtype))
-        if a is not None:
-            attr_sum.index_add_(0, owner, a)
-
-    def flush(final: bool) -> None:
-        nonlocal pending, owners, n_pending
-        if not pending:
-            return
-        clips = torch.cat(pending)
-        owner = torch.cat(owners)
-        start = 0
-        while clips.shape[0] - start >= clips_per_batch or (final and start < clips.shape[0]):
-            end = min(start + clips_per_batch, clips.shape[0])
-            forward(clips[start:end], owner[start:end])
-            start = end
-        pending = [clips[start:]] if start < clips.shape[0] else []
-        owners = [owner[start:]] if start < clips.shape[0] else []
-        n_pending = clips.shape[0] - start
-
-    for i, (clips, pid, camid, attr_idx) in enumerate(loader):
-        pids.append(int(pid))
-        camids.append(int(camid))
-        targets.append(torch.as_tensor(attr_idx, dtype=torch.long))
-        pending.append(clips)
-        owners.append(torch.full((clips.shape[0],), i, dtype=torch.long))
-        n_pending += clips.shape[0]
+            f, attr = model(clips.to(device, non_blocking=True))
+        pooled.add(f.float(), _flat_attr_logits(attr), owner)
         total_clips += clips.shape[0]
-        if n_pending >= clips_per_batch:
-            flush(final=False)
-    flush(final=True)
-
-    m = len(pids)
-    feats, counts = feats[:m], counts[:m]
-    if pool == "avg":
-        feats = feats / counts[:, None]
-    attr_logits = attr_sum[:m] / counts[:, None] if attr_sum is not None else None
+    feats, attr_logits = pooled.result(len(meta))
+    targets = [t for _, _, t in meta]
     return {
         "feats": feats,
-        "pids": np.asarray(pids, dtype=np.int64),
-        "camids": np.asarray(camids, dtype=np.int64),
+        "pids": np.asarray([p for p, _, _ in meta], dtype=np.int64),
+        "camids": np.asarray([c for _, c, _ in meta], dtype=np.int64),
         "attr_logits": attr_logits,
         "attr_targets": torch.stack(targets).numpy() if targets else np.zeros((0, 0), np.int64),
         "num_clips": total_clips,
     }
 
 
-def decode_flat_attr_logits(logits: torch.Tensor, attr_lens_flat: list[int]) -> np.ndarray:
-    """Argmax of each attribute's slice of (M, sum(attr_lens_flat)) logits -> (M, n_attr)."""
-    parts = torch.split(logits, list(attr_lens_flat), dim=1)
-    return torch.stack([p.argmax(dim=1) for p in parts], dim=1).cpu().numpy()
+def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "cosine",
+                            feat_norm: bool = True, re_rank: bool = False) -> np.ndarray:
+    """The (M, N) query-gallery distances of the evaluation protocol.
+
+    Args:
+        qf: (M, D) query features; gf: (N, D) gallery features (same device).
+        metric: DISTANCE, "cosine" or "euclid".
+        feat_norm: L2-normalise the features first (TEST.FEAT_NORM "yes").
+        re_rank: k-reciprocal re-ranking (TEST.RE_RANKING "yes"), from the q-g, q-q and g-g
+            distances.
+
+    Returns:
+        (M, N) float32 numpy array.
+    """
+    if feat_norm:
+        qf = torch.nn.functional.normalize(qf, dim=1)
+        gf = torch.nn.functional.normalize(gf, dim=1)
+    distmat = compute_distance_matrix(qf, gf, metric).cpu().numpy()
+    if re_rank:
+        distmat = re_ranking(distmat, compute_distance_matrix(qf, qf, metric).cpu().numpy(),
+                             compute_distance_matrix(gf, gf, metric).cpu().numpy())
+    return distmat
 
 
 @torch.no_grad()
@@ -166,16 +197,7 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
     q = extract_features(model, query_loader, device, clips_per_batch, pool, amp_dtype)
     g = extract_features(model, gallery_loader, device, clips_per_batch, pool, amp_dtype)
     t_extract = time.perf_counter() - t0
-    qf, gf = q["feats"], g["feats"]
-    if feat_norm:
-        qf = torch.nn.functional.normalize(qf, dim=1)
-        gf = torch.nn.functional.normalize(gf, dim=1)
-    distmat = compute_distance_matrix(qf, gf, metric)
-    if re_rank:
-        distmat = torch.as_tensor(re_ranking(
-            distmat.cpu().numpy(), compute_distance_matrix(qf, qf, metric).cpu().numpy(),
-            compute_distance_matrix(gf, gf, metric).cpu().numpy()))
-    distmat = distmat.cpu().numpy() if torch.is_tensor(distmat) else np.asarray(distmat)
+    distmat = query_gallery_distances(q["feats"], g["feats"], metric, feat_norm, re_rank)
     cmc, mAP = evaluate_rank(distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank)
     n_clips = q["num_clips"] + g["num_clips"]
     results = {"R1": float(cmc[0]), "R5": float(cmc[min(4, len(cmc) - 1)]),
@@ -186,8 +208,30 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
         flat = [n for group in attr_lens for n in group]
         logits = torch.cat([q["attr_logits"], g["attr_logits"]])
         targets = np.concatenate([q["attr_targets"], g["attr_targets"]])
-        preds = decode_flat_attr_logits(logits, flat)
+        preds = decode_attribute_logits(logits, attr_lens).cpu().numpy()
         id_relevant = [False] * len(attr_lens[0]) + [True] * len(attr_lens[1])
         names = attr_names or [f"attr{i}" for i in range(len(flat))]
         results["attr"] = attribute_metrics(preds, targets, names, id_relevant)
+    return results
+
+
+def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
+                      amp_dtype: torch.dtype | None) -> dict:
+    """Keyword arguments of :func:`evaluate` from the config."""
+    with_attr = cfg.ATTR_RECOG_ON and getattr(dataset, "attr_lens", None) is not None
+    return dict(metric=cfg.DISTANCE, feat_norm=cfg.TEST.FEAT_NORM == "yes",
+                re_rank=cfg.TEST.RE_RANKING == "yes", clips_per_batch=clips_per_batch(cfg, device),
+                pool=cfg.TEST.TEMPORAL_POOL_METHOD, amp_dtype=amp_dtype,
+                attr_lens=dataset.attr_lens if with_attr else None,
+                attr_names=list(dataset.attr_names) if with_attr else None)
+
+
+def run_evaluation(cfg: CfgNode, model: nn.Module, query_loader: Any, gallery_loader: Any,
+                   dataset: Any, device: torch.device, run_dir: str | None) -> dict:
+    """Evaluation-only run: evaluate, log the results table, write metrics.json."""
+    amp_dtype, _ = amp_settings(cfg, device)
+    results = evaluate(model, query_loader, gallery_loader, device,
+                       **evaluation_kwargs(cfg, dataset, device, amp_dtype))
+    RunRecorder(run_dir, tensorboard=False).evaluation(
+        0, results, f"Results of {cfg.TEST.WEIGHT or 'the model'} ({results['seconds']:.1f} s)")
     return results

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
+from data.datasets import DATASET_CLASSES
 from layers.aitl import triplet_and_aitl_losses
 from layers.attribute import (
     ATTR_MODES,
@@ -146,9 +147,8 @@ def make_loss(cfg: CfgNode, num_classes: int,
             raise UserError("SOLVER.USE_CENTER_LOSS True: make_loss needs feat_dim (pass "
                             "model.feat_dim).")
     if attr_lens is _FROM_DATASET_NAME:
-        from data.attributes import SCHEMAS
-
-        schema = SCHEMAS.get(cfg.DATASETS.NAME)
+        dataset = DATASET_CLASSES.get(cfg.DATASETS.NAME)
+        schema = dataset.attribute_schema if dataset is not None else None
         attr_lens = schema.attr_lens if schema is not None else None
     with_attr = cfg.ATTR_RECOG_ON and attr_lens is not None
     return ReidCriterion(

@@ -1,6 +1,6 @@
 """Loading weights: ImageNet backbones and whole-model checkpoints, with errors that say why.
 
-Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``.
+Every file is read with ``utils.checkpoint.load_file`` (``torch.load(..., weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.checkpoint import load_file
 from utils.errors import UserError
 
 from .backbones import BACKBONE_NAMES, TORCHVISION_BACKBONES, build_backbone
@@ -24,15 +25,6 @@ _CLASSIFIER_PREFIXES = ("fc.", "last_linear.")
 # The original's resnet50_ibn_a module keeps its unused ImageNet classifier (SPEC §3).
 _BACKBONE_CLASSIFIER_KEYS = ("base.fc.weight", "base.fc.bias")
 _SHOW = 5  # keys listed per kind of mismatch
-
-
-def _load_file(path: str, what: str) -> Any:
-    if not os.path.isfile(path):
-        raise UserError(f"{what} not found: '{path}'. Check the path.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, or unsafe pickle content
-        raise UserError(f"Cannot read {what} '{path}': {type(e).__name__}: {e}") from None
 
 
 def _as_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
@@ -106,7 +98,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str = "") -> Non
     """
     if path:
         source = f"ImageNet weights '{path}'"
-        state = _as_state_dict(_load_file(path, "MODEL.PRETRAIN_PATH file"), source)
+        state = _as_state_dict(load_file(path, "MODEL.PRETRAIN_PATH file"), source)
     elif name in TORCHVISION_BACKBONES:
         source = f"torchvision's ImageNet weights of {name}"
         state = _as_state_dict(_download_imagenet(name), source)
@@ -244,7 +236,7 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         source = f"checkpoint '{os.fspath(path_or_state_dict)}'"
-        obj = _load_file(os.fspath(path_or_state_dict), "checkpoint")
+        obj = load_file(os.fspath(path_or_state_dict))
     else:
         source, obj = source or "checkpoint", path_or_state_dict
     state = _as_state_dict(obj, source)

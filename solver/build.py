@@ -9,20 +9,9 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
+from config.validate import available_optimizers
 from solver.lr_scheduler import WarmupMultiStepLR
 from utils.errors import UserError
-
-# torch.optim classes that cannot train this model: LBFGS needs a closure and one parameter
-# group, SparseAdam sparse gradients, Muon 2-D parameters only.
-_UNSUITABLE = {"LBFGS", "SparseAdam", "Muon"}
-
-
-def available_optimizers() -> list[str]:
-    """Names of the torch.optim classes that OPTIMIZER_NAME may take."""
-    return sorted(
-        name for name, obj in vars(torch.optim).items()
-        if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer and name not in _UNSUITABLE)
 
 
 def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: float,

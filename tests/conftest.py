@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from tests.helpers import SHARED_DATA  # noqa: E402  (after the sys.path entry above)
 
 
 @pytest.fixture
@@ -59,22 +59,3 @@ def tiny_mars(tmp_path_factory) -> Path:
     write_synthetic_dataset(root, fmt="mars", ids=12, tracklets=3, frames=6, size=(32, 16),
                             seed=1)
     return root
-
-
-def tiny_opts(root: Path, out: Path, epochs: int = 2) -> list[str]:
-    """Overrides of a seconds-long CPU run on ``tiny_mars`` (batch 4 = 2 ids x 2 tracklets)."""
-    return [
-        "MODEL.DEVICE", "cpu", "MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
-        "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING", "2",
-        "DATASETS.NAME", "mars", "DATASETS.ROOT_DIR", str(root), "DATASETS.SEQ_LEN", "2",
-        "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.SEQS_PER_BATCH", "4",
-        "SOLVER.MAX_EPOCHS", str(epochs), "SOLVER.EVAL_PERIOD", "2",
-        "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.STEPS", "[1]", "TEST.CLIPS_PER_BATCH", "8", "OUTPUT_DIR", str(out),
-    ]
-
-
-def run_dirs(out: Path) -> list[Path]:
-    """The run folders under an OUTPUT_DIR, oldest first."""
-    return sorted(p for p in out.iterdir() if p.is_dir())

@@ -6,18 +6,16 @@ import sys
 import torch.distributed as dist
 
 import main_baseline
-from config import get_cfg
+from config import load_cfg
 from data import make_data_loaders
-from tests.conftest import tiny_opts
+from tests.helpers import tiny_opts
 from utils.comm import get_rank, init_distributed
 
 
 def main() -> None:
     root, out = sys.argv[1], sys.argv[2]
     init_distributed("cpu")
-    cfg = get_cfg()
-    cfg.merge_from_list(tiny_opts(root, out, epochs=1))
-    cfg.freeze()
+    cfg = load_cfg(None, tiny_opts(root, out, epochs=1))
     train_loader, _, _, dataset = make_data_loaders(cfg)
     train_loader.batch_sampler.set_epoch(1) if hasattr(train_loader.batch_sampler, "set_epoch") \
         else train_loader.sampler.set_epoch(1)

@@ -55,6 +55,22 @@ def test_load_file_errors_name_the_file(tmp_path):
         load_file(str(bad))
 
 
+def test_load_file_refuses_what_is_not_a_checkpoint_without_unsafe_advice(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(7, 250)) * 40)
+    with pytest.raises(UserError, match=r"'.*junk.pth' is not a PyTorch checkpoint") as e:
+        load_file(str(junk))
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"obj": UserError("a Python object a safe load refuses")}, str(unsafe))
+    with pytest.raises(UserError, match=r"Cannot load the checkpoint '.*unsafe.pth' safely"
+                       ) as e2:
+        load_file(str(unsafe))
+    for err in (e, e2):
+        assert "weights_only" not in str(err.value) and "file an issue" not in str(err.value)
+    with pytest.raises(UserError, match=r"MODEL.PRETRAIN_PATH file not found: '.*absent.pth'"):
+        load_file(str(tmp_path / "absent.pth"), "MODEL.PRETRAIN_PATH file")
+
+
 def test_rng_state_round_trip_through_a_file(tmp_path):
     state = capture_rng_state()
     atomic_save({"rng": state}, str(tmp_path / "r.pth"))

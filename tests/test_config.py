@@ -9,7 +9,7 @@ import yaml
 from config import cfg as global_cfg
 from config import get_cfg, load_cfg
 from engine.defaults import default_setup
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from utils.errors import UserError
 
 # SPEC §1: every key of the original with its default (EVALUATE_ONLY becomes False).
@@ -182,3 +182,44 @@ def test_cli_help_documents_options():
     assert r.returncode == 0
     for option in ("--config_file", "--eval-only", "--resume", "KEY VALUE"):
         assert option in r.stdout
+
+
+def test_configs_inherit_with_base(tmp_path):
+    """_BASE_ merges the named file (relative to the yml, recursively) under the file's keys."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yml").write_text("SOLVER:\n  BASE_LR: 0.01\n  MAX_EPOCHS: 7\n"
+                                       "MODEL:\n  NAME: resnet18\n")
+    (tmp_path / "sub" / "mid.yml").write_text("_BASE_: ../root.yml\nSOLVER:\n  MAX_EPOCHS: 8\n")
+    (tmp_path / "sub" / "leaf.yml").write_text("_BASE_: mid.yml\nSOLVER:\n  GAMMA: 0.5\n")
+    c = load_cfg(str(tmp_path / "sub" / "leaf.yml"), ["SOLVER.BASE_LR", "0.02"])
+    assert (c.MODEL.NAME, c.SOLVER.MAX_EPOCHS, c.SOLVER.GAMMA, c.SOLVER.BASE_LR) == (
+        "resnet18", 8, 0.5, 0.02)
+    assert "_BASE_" not in c.dump()
+
+
+def test_base_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yml").write_text("_BASE_: b.yml\n")
+    (tmp_path / "b.yml").write_text("_BASE_: a.yml\n")
+    with pytest.raises(UserError, match=r"leads back"):
+        load_cfg(str(tmp_path / "a.yml"))
+    (tmp_path / "c.yml").write_text("_BASE_: missing.yml\n")
+    with pytest.raises(UserError, match=r"not found.*missing\.yml"):
+        load_cfg(str(tmp_path / "c.yml"))
+    (tmp_path / "d.yml").write_text("_BASE_: 3\n")
+    with pytest.raises(UserError, match=r"_BASE_ in .*d\.yml.*path"):
+        load_cfg(str(tmp_path / "d.yml"))
+
+
+@pytest.mark.parametrize("name", ["mars_aitl.yml", "duke_aitl.yml"])
+def test_dataset_configs_state_only_what_differs_from_the_paper_run(name, tmp_path):
+    """They extend softmax_triplet_tlaw.yml, and the saved config.yaml loads back alone."""
+    import yaml
+
+    own = yaml.safe_load((ROOT / "configs" / name).read_text())
+    assert own.pop("_BASE_") == "softmax_triplet_tlaw.yml"
+    assert set(own) <= {"DATASETS", "OUTPUT_DIR"}
+    c = load_cfg(str(ROOT / "configs" / name))
+    saved = tmp_path / "config.yaml"
+    saved.write_text(c.dump())
+    again = load_cfg(str(saved))
+    assert again.dump() == c.dump()

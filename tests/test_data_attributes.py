@@ -10,8 +10,9 @@ from data.attributes import (
     encode_attributes,
     encode_bce,
 )
+from tests.helpers import MARS_ATTR_LENS
 
-MARS_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
+MARS_LENS = MARS_ATTR_LENS
 
 
 def random_indices(lens, n, seed=0, unknown=True):
@@ -85,3 +86,11 @@ def test_decode_attribute_logits_bce_and_mce():
     assert torch.equal(decode_attribute_logits(encode_bce(idx, MARS_LENS), MARS_LENS, "bce"), idx)
     with pytest.raises(ValueError):
         decode_attribute_logits(heads[:-1], MARS_LENS, "mce")
+    # "flat": the concatenation of either layout (the evaluator's averaged logits)
+    flat_got = decode_attribute_logits(cat, MARS_LENS)
+    assert flat_got.shape == (4, 21)
+    assert torch.equal(flat_got, decode_attribute_logits(logits, MARS_LENS, "bce"))
+    assert torch.equal(decode_attribute_logits(torch.cat(heads, 1), MARS_LENS, "flat"),
+                       decode_attribute_logits(heads, MARS_LENS, "mce"))
+    with pytest.raises(ValueError):
+        decode_attribute_logits(cat[:, :-1], MARS_LENS, "flat")

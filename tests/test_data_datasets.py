@@ -11,99 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io as sio
-from PIL import Image
 
-from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, load_attribute_table
-from data.datasets import ILIDSVID, PRID2011, DukeVideo, Mars
+from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, check_attribute_csv, load_attribute_table
+from data.datasets import DATASET_CLASSES, ILIDSVID, PRID2011, DukeVideo, Mars, Tracklet
+from tests.helpers import (
+    TINY_DUKE,
+    TINY_MARS_QUERY_ROWS,
+    TINY_MARS_TEST,
+    TINY_MARS_TRAIN,
+    duke_attrs,
+    mars_attrs,
+    mars_name,
+    write_frame,
+    write_tiny_duke,
+    write_tiny_mars,
+)
 from utils.errors import UserError
-
-# ----------------------------------------------------------------------------- writers
-
-
-def frame_value(k: int) -> int:
-    """Grey level of frame k (1-based) of the tiny datasets: decodes back to k."""
-    return 10 * k + 5
-
-
-def write_frame(path: Path, k: int, size=(8, 4)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size[1], size[0]), (frame_value(k),) * 3).save(path, quality=95)
-
-
-def mars_attrs(pid: int, cam: int, tid: int) -> list[int]:
-    """A deterministic, in-range attribute row for (pid, cam, tracklet)."""
-    lens = MARS_SCHEMA.flat_lens
-    return [(pid * 7 + cam * 3 + tid + i) % n for i, n in enumerate(lens)]
-
-
-# (pid, camera, tracklet number, frames) rows of the tiny MARS split
-TINY_MARS_TRAIN = [(3, 1, 1, 3), (3, 2, 2, 5), (7, 1, 1, 2), (12, 6, 4, 6), (12, 3, 2, 4)]
-TINY_MARS_TEST = [(-1, 1, 1, 3), (0, 2, 1, 4), (2, 1, 1, 5), (2, 3, 2, 3), (5, 2, 7, 2),
-                  (0, 4, 2, 3), (5, 4, 9, 4), (-1, 2, 2, 2), (9, 5, 1, 6)]
-TINY_MARS_QUERY_ROWS = [3, 5]          # 1-based rows of TINY_MARS_TEST: (2,1,1) and (5,2,7)
-
-
-def mars_name(pid: int, cam: int, tid: int, k: int) -> str:
-    p = "00-1" if pid == -1 else f"{pid:04d}"
-    return f"{p}C{cam}T{tid:04d}F{k:03d}.jpg"
-
-
-def write_tiny_mars(root: Path, images: bool = True, csv_rows: bool = True) -> Path:
-    """A tiny MARS folder in the real layout (solid grey frames encode the frame number)."""
-    (root / "info").mkdir(parents=True)
-    rows = []
-    for split, tracks, key in (("train", TINY_MARS_TRAIN, "track_train_info"),
-                               ("test", TINY_MARS_TEST, "track_test_info")):
-        names, table = [], []
-        for pid, cam, tid, n in tracks:
-            table.append([len(names) + 1, len(names) + n, pid, cam])
-            names += [mars_name(pid, cam, tid, k) for k in range(1, n + 1)]
-            if pid > 0:
-                rows.append([pid, cam, tid, *mars_attrs(pid, cam, tid)])
-        (root / "info" / f"{split}_name.txt").write_text("\n".join(names) + "\n")
-        sio.savemat(root / "info" / f"tracks_{split}_info.mat", {key: np.array(table)})
-        (root / f"bbox_{split}").mkdir()
-        if images:
-            for name in names:
-                write_frame(root / f"bbox_{split}" / name[:4] / name, int(name[12:15]))
-    sio.savemat(root / "info" / "query_IDX.mat",
-                {"query_IDX": np.array([TINY_MARS_QUERY_ROWS], dtype=np.uint16)})
-    if csv_rows:
-        with open(root / "mars_attributes.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["person_id", "camera_id", "tracklets_id", *MARS_SCHEMA.names])
-            w.writerows(rows)
-    return root
-
-
-# (pid, tracklet number, camera, frames) of the tiny Duke split
-TINY_DUKE = {
-    "train": [(4, 1, 2, 3), (4, 2, 5, 2), (9, 3, 1, 4)],
-    "query": [(6, 5, 3, 2), (8, 8, 1, 3)],
-    "gallery": [(6, 5, 3, 2), (6, 6, 4, 3), (8, 8, 1, 3), (8, 9, 2, 2), (11, 10, 7, 4)],
-}
-
-
-def duke_attrs(pid: int, cam: int, tid: int) -> list[int]:
-    return [(pid + cam + 2 * tid + i) % n for i, n in enumerate(DUKE_SCHEMA.flat_lens)]
-
-
-def write_tiny_duke(root: Path) -> Path:
-    """A tiny DukeMTMC-VideoReID folder (query tracklets also in the gallery)."""
-    rows = set()
-    for split, tracks in TINY_DUKE.items():
-        for pid, tid, cam, n in tracks:
-            for k in range(1, n + 1):
-                write_frame(root / split / f"{pid:04d}" / f"{tid:04d}"
-                            / f"{pid:04d}_C{cam}_F{k:04d}_X{k:05d}.jpg", k)
-            if split != "query":
-                rows.add((pid, cam, tid))
-    with open(root / "duke_attributes.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["person_id", "camera_id", "tracklets_id", *DUKE_SCHEMA.names])
-        w.writerows([*r, *duke_attrs(*r)] for r in sorted(rows))
-    return root
-
 
 # ----------------------------------------------------------------------------- MARS
 
@@ -118,17 +41,21 @@ def test_mars_tiny_tracklets_relabelling_junk_and_distractors(tmp_path, caplog):
                          / mars_name(pid, cam, tid, k)) for k in range(1, n + 1))
 
     labels = {3: 0, 7: 1, 12: 2}
-    assert ds.train == [(paths("train", p, c, t, n), labels[p], c - 1, tuple(mars_attrs(p, c, t)))
+    assert ds.train == [Tracklet(paths("train", p, c, t, n), labels[p], c - 1,
+                                 tuple(mars_attrs(p, c, t)), (p, c, t))
                         for p, c, t, n in TINY_MARS_TRAIN]
     assert ds.num_train_pids == 3
-    assert ds.query == [(paths("test", p, c, t, n), p, c - 1, tuple(mars_attrs(p, c, t)))
+    assert ds.query == [Tracklet(paths("test", p, c, t, n), p, c - 1, tuple(mars_attrs(p, c, t)),
+                                 (p, c, t))
                         for p, c, t, n in (TINY_MARS_TEST[2], TINY_MARS_TEST[4])]
     unknown = (-1,) * 21
-    expected_gallery = [(paths("test", p, c, t, n), p, c - 1,
-                         tuple(mars_attrs(p, c, t)) if p > 0 else unknown)
+    expected_gallery = [Tracklet(paths("test", p, c, t, n), p, c - 1,
+                                 tuple(mars_attrs(p, c, t)) if p > 0 else unknown, (p, c, t))
                         for i, (p, c, t, n) in enumerate(TINY_MARS_TEST)
                         if i + 1 not in TINY_MARS_QUERY_ROWS and p != -1]
     assert ds.gallery == expected_gallery
+    img_paths, pid, camid, attrs = ds.train[0][:4]                # SPEC §7's 4-tuple
+    assert (img_paths, pid, camid, attrs) == (ds.train[0].img_paths, 0, 0, ds.train[0][3])
     assert [t[1] for t in ds.gallery].count(0) == 2
     assert ds.attr_lens == [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
     assert ds.attr_names[:2] == ["motion", "pose"] and ds.attr_names[-1] == "bottom type"
@@ -250,6 +177,7 @@ def test_mars_real_split(shared_data, tmp_path):
     firsts = [os.path.basename(t[0][0]) for t in ds.train + ds.query + ds.gallery
               if t[3] != unknown]
     keys = {(int(n[:4]), int(n[5]), int(n[7:11])) for n in firsts}
+    assert {t.key for t in ds.train + ds.query + ds.gallery if t[3] != unknown} == keys
     csv_keys = df[["person_id", "camera_id", "tracklets_id"]].to_numpy().tolist()
     assert keys == set(map(tuple, csv_keys))
     assert len(keys) == 16360
@@ -303,6 +231,20 @@ def test_attribute_csv_validation_messages(tmp_path):
     p = _write_csv(tmp_path / "d.csv", header, [good[:5] + ["x"] + good[6:]])
     with pytest.raises(UserError, match=r"d.csv', line 2, column 'occlusion': 'x' is not an"):
         load_attribute_table(str(p), MARS_SCHEMA)
+    # one check lists every problem; the loader raises the first
+    rows = [good, [1, 2, 9, "y", *good[4:]], [4, 1, 1, *bad[3:]], good]
+    table, problems = check_attribute_csv(str(_write_csv(tmp_path / "e.csv", header, rows)),
+                                          MARS_SCHEMA)
+    assert [(q.lines, q.column, q.value) for q in problems] == [
+        ((3,), "motion", "y"), ((4,), "age", "4"), ((2, 5), "", "")]
+    assert "re-download" in problems[0].fix and "belongs to this dataset" in problems[1].fix
+    assert table == {(1, 2, 3): (0,) * 21, (1, 2, 9): (-1,) + (0,) * 20,
+                     (4, 1, 1): (0,) * 11 + (-1,) + (0,) * 9}
+    p = tmp_path / "e.csv"
+    with pytest.raises(UserError) as e:
+        load_attribute_table(str(p), MARS_SCHEMA)
+    assert str(e.value) == f"Attribute file {problems[0].message}. Fix: {problems[0].fix}."
+    assert check_attribute_csv(str(tmp_path / "absent.csv"), MARS_SCHEMA)[0] is None
     # Duke: the real spelling and the corrected one are both accepted
     dh = ["person_id", "camera_id", "tracklets_id", *DUKE_SCHEMA.names]
     for spelling in ("muti-person", "multi-person"):
@@ -326,7 +268,8 @@ def test_duke_tiny_tracklets_and_query_inside_gallery(tmp_path, caplog):
             paths = tuple(str(folder / f"{pid:04d}_C{cam}_F{k:04d}_X{k:05d}.jpg")
                           for k in range(1, n + 1))
             label = relabel[pid] if relabel else pid
-            out.append((paths, label, cam - 1, tuple(duke_attrs(pid, cam, tid))))
+            out.append(Tracklet(paths, label, cam - 1, tuple(duke_attrs(pid, cam, tid)),
+                                (pid, cam, tid)))
         return out
 
     assert ds.train == expected("train", {4: 0, 9: 1})
@@ -377,6 +320,8 @@ def test_ilidsvid_and_prid_layouts(tmp_path):
     assert [(t[1], t[2]) for t in ds.query] == [(1, 0), (5, 0)]
     assert [(t[1], t[2]) for t in ds.gallery] == [(1, 1), (5, 1)]
     assert ds.attr_lens is None and ds.train[0][3] == ()
+    assert [t.key for t in ds.query] == [(1, 1, 1), (5, 1, 1)]
+    assert [t.key for t in ds.train[:2]] == [(2, 1, 1), (2, 2, 1)]
     assert ds.train[0][0][0].endswith(os.path.join("cam1", "person002", "cam1_person002_00001.png"))
 
     root = tmp_path / "prid"
@@ -391,3 +336,15 @@ def test_ilidsvid_and_prid_layouts(tmp_path):
     assert [(t[1], t[2]) for t in ds.gallery] == [(3, 1), (4, 1)]
     with pytest.raises(UserError, match="2 required path"):
         PRID2011(str(tmp_path / "nothing"), verbose=False)
+
+
+def test_dataset_classes_hold_their_facts():
+    facts = {name: (cls.attribute_schema, cls.attribute_file, cls.standard_train_pids)
+             for name, cls in DATASET_CLASSES.items()}
+    assert facts == {"mars": (MARS_SCHEMA, "mars_attributes.csv", 625),
+                     "duke": (DUKE_SCHEMA, "duke_attributes.csv", 702),
+                     "ilidsvid": (None, None, 150), "prid": (None, None, 100)}
+    assert Mars.published_statistics == {"train": (625, 8298, 509914), "query": (626, 1980, None),
+                                         "gallery": (621, 9330, None)}
+    assert DukeVideo.published_statistics["gallery"] == (1110, 2636, None)
+    assert ILIDSVID.published_statistics is None and PRID2011.published_statistics is None

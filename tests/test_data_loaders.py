@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from config import get_cfg
+from config import load_cfg
 from data import build_dataset, make_data_loaders
 from data import video_dataset as vd
 from data.attributes import encode_bce
 from data.sampling import frame_order, sample_dense_clips, sample_random_clip
 from data.transforms import read_image
-from tests.test_data_datasets import TINY_MARS_TRAIN, frame_value, write_tiny_mars
+from tests.helpers import TINY_MARS_TRAIN, frame_value, write_tiny_mars
 from utils.errors import UserError
 
 
@@ -20,8 +20,7 @@ def tiny_mars(tmp_path_factory):
 
 
 def make_cfg(root, *opts):
-    cfg = get_cfg()
-    cfg.merge_from_list([
+    return load_cfg(None, [
         "DATASETS.ROOT_DIR", str(root), "DATASETS.NAME", "mars", "DATASETS.SEQ_LEN", "4",
         "INPUT.SIZE_TRAIN", "[8, 4]", "INPUT.SIZE_TEST", "[8, 4]", "INPUT.PADDING", "0",
         "INPUT.PROB", "0.0", "INPUT.RE_PROB", "0.0", "INPUT.PIXEL_MEAN", "[0.0, 0.0, 0.0]",
@@ -29,7 +28,6 @@ def make_cfg(root, *opts):
         "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
         "SOLVER.SEQS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
         "RANDOM_SEED", "7", *opts])
-    return cfg
 
 
 def frame_numbers(clip):

@@ -11,7 +11,7 @@ import torch
 
 import main_baseline
 from engine import convert_sync_bn
-from tests.conftest import ROOT, run_dirs, tiny_opts
+from tests.helpers import MARS_ATTR_LENS, ROOT, run_dirs, tiny_opts
 from utils.checkpoint import load_file
 
 
@@ -79,14 +79,12 @@ def test_evaluation_only_from_checkpoints(tiny_mars, tmp_path):
 
 
 def test_sync_bn_conversion_counts_every_batchnorm():
-    from config import get_cfg
+    from config import load_cfg
     from modeling import build_model
 
-    cfg = get_cfg()
-    cfg.merge_from_list(["MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
-                         "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]"])
-    mars_lens = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
-    model = build_model(cfg, 4, mars_lens)
+    cfg = load_cfg(None, ["MODEL.NAME", "resnet18", "MODEL.PRETRAIN_CHOICE", "none",
+                          "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]"])
+    model = build_model(cfg, 4, MARS_ATTR_LENS)
     n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     converted, n = convert_sync_bn(model)
     assert n == n_bn > 20

@@ -1,6 +1,6 @@
 """Fault injection through the real commands: each bad input gives an early, clear error (exit 2,
 ``error: <what, where, fix>`` on stderr, no traceback) and leaves earlier results untouched;
-``python -m data.verify`` names every problem of a dataset folder.
+``python -m tools.verify`` names every problem of a dataset folder.
 
 Faults are injected into copies of the shared ``tiny_mars`` folder, never into it.
 """
@@ -16,10 +16,12 @@ import scipy.io as sio
 import torch
 
 import main_baseline
-from data import verify
+from config import load_cfg
 from data.synthetic import MARKER_NAME, write_synthetic_dataset
+from data.verification import verify_dataset
 from engine import defaults
-from tests.conftest import run_dirs, tiny_opts
+from tests.helpers import run_dirs, tiny_opts
+from tools import verify
 from utils.checkpoint import load_file
 from utils.errors import UserError, user_message
 
@@ -106,7 +108,7 @@ def test_missing_image_stops_before_training(capsys, good_run, mars_copy):
     gone.unlink()
     err = fails(capsys, good_run, mars_copy)
     assert "1 of the" in err and "image files of the split are missing" in err
-    assert str(gone) in err and "Fix: restore them" in err and "python -m data.verify" in err
+    assert str(gone) in err and "Fix: restore them" in err and "python -m tools.verify" in err
 
 
 def test_truncated_image_in_a_worker_gives_the_message_alone(capsys, good_run, mars_copy):
@@ -305,7 +307,7 @@ def test_concurrent_runs_get_their_own_folders(tmp_path, monkeypatch):
     assert len(set(folders)) == 8 and all(Path(f).is_dir() for f in folders)
 
 
-# ------------------------------------------------------------------------ data.verify
+# ----------------------------------------------------------------------- tools.verify
 def verify_cli(capsys, root: Path, *extra: str) -> tuple[int, str]:
     code = verify.main(["--config_file", "", "DATASETS.ROOT_DIR", str(root), *extra,
                         "--no-progress", "--workers", "1"])
@@ -320,7 +322,7 @@ def test_verify_clean_synthetic_datasets(capsys, tiny_mars, tiny_duke):
     assert "synthetic dataset" in out and "comparison with the published statistics is " \
                                           "skipped" in out
     assert "tracklets with an attribute row: train 18/18, query 6/6" in out
-    report = verify.verify_dataset(_cfg(tiny_duke, "DATASETS.NAME", "duke"), workers=2)
+    report = verify_dataset(_cfg(tiny_duke, "DATASETS.NAME", "duke"), workers=2)
     assert report.ok and report.images == sum(f for *_, f in report.statistics.values())
 
 
@@ -345,7 +347,7 @@ def test_verify_names_each_injected_problem(capsys, mars_copy):
            f"{deleted}) has no row in '{csv}'" in out
     assert "FAILED: 3 problem(s) (attributes 1, images 2)" in out
 
-    report = verify.verify_dataset(_cfg(mars_copy), workers=1)
+    report = verify_dataset(_cfg(mars_copy), workers=1)
     assert [(p.check, p.path) for p in report.problems] == [
         ("attributes", str(deleted.parent)), ("images", str(deleted)), ("images", str(truncated))]
 
@@ -359,7 +361,7 @@ def test_verify_lists_every_bad_csv_line(mars_copy):
         return pd.concat([df, df.iloc[[5]], df.iloc[[5]]])
 
     csv = edit_csv(mars_copy, edit)
-    problems = verify.verify_dataset(_cfg(mars_copy), workers=1).problems
+    problems = verify_dataset(_cfg(mars_copy), workers=1).problems
     n = len(pd.read_csv(csv))
     assert [p.what for p in problems] == [
         f"'{csv}', line 2, column 'age': value 7 is outside the 4 classes [0, 3] of this "
@@ -367,8 +369,9 @@ def test_verify_lists_every_bad_csv_line(mars_copy):
         f"'{csv}', line 3, column 'hat': 'x' is not an integer",
         f"'{csv}', line 4, column 'gender': value -1 is outside the 2 classes [0, 1] of this "
         "attribute",
-        f"'{csv}', lines [7, {n}, {n + 1}]: 3 rows share the key (person_id, camera_id, "
-        f"tracklets_id) = {first_key_of_line(csv, 7)}; every tracklet needs exactly one row",
+        f"'{csv}' has 3 rows sharing a (person_id, camera_id, tracklets_id) key: "
+        f"{first_key_of_line(csv, 7)} on lines [7, {n}, {n + 1}]. Every tracklet needs exactly "
+        "one row",
     ]
 
 
@@ -379,7 +382,7 @@ def first_key_of_line(csv: Path, line: int) -> tuple[int, int, int]:
 
 def test_verify_compares_counts_with_the_published_split(mars_copy):
     (mars_copy / MARKER_NAME).unlink()
-    report = verify.verify_dataset(_cfg(mars_copy), workers=1)
+    report = verify_dataset(_cfg(mars_copy), workers=1)
     counts = [p.what for p in report.problems if p.check == "counts"]
     assert counts == ["train: 6 identities (published 625), 18 tracklets (published 8298), "
                       f"{report.statistics['train'][2]} frames (published 509914)",
@@ -411,8 +414,6 @@ def test_verify_usage_and_config_errors(capsys, tmp_path):
 
 
 def _cfg(root: Path, *opts: str):
-    from config import load_cfg
-
     return load_cfg(None, ["DATASETS.ROOT_DIR", str(root), *opts])
 
 

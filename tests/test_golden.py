@@ -6,14 +6,14 @@ its README says how to use them. Skipped when the folder is absent.
 """
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from modeling import VideoBaseline
+from tests.helpers import SHARED
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "reference" / "golden"
+GOLDEN = SHARED / "reference" / "golden"
 CONFIGS = ["resnet18_bce_ATTR_TA", "resnet18_mce_ATTR_TA", "resnet18_none_TA",
            "resnet50_bce_ATTR_TA"]
 OUTPUT_RTOL = 1e-4     # relative L2 error of every output tensor

@@ -18,10 +18,9 @@ from layers import (
 from layers.aitl import _aitl_pairs
 from layers.distance import _Gram
 from layers.triplet import _batch_hard_from_dist
-from tests.conftest import ROOT
+from tests.helpers import MARS_ATTR_LENS, ROOT
+from tools.benchmark_losses import format_table, run_loss_benchmark
 from utils.errors import UserError
-
-MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
 
 
 # ----------------------------------------------------------------------------- loop oracles
@@ -410,8 +409,6 @@ def test_make_loss_center_loss_on_request():
 
 
 def test_loss_benchmark_runs_and_its_loop_baseline_agrees():
-    from utils.benchmark_losses import format_table, run_loss_benchmark
-
     results = run_loss_benchmark(batch_sizes=(8,), feat_dim=16, repeats=1, metric="euclid")
     row = results[8]
     assert set(row) == {"loop_pair_ms", "ours_pair_ms", "speedup_pair", "loop_all_ms",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import utils.metrics as metrics
 import utils.reranking as reranking
-from utils.benchmark_eval import run_eval_benchmark
+from tools.benchmark_eval import run_eval_benchmark
 from utils.metrics import (
     attribute_metrics,
     compute_distance_matrix,

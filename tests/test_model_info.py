@@ -1,18 +1,27 @@
-"""Parameter and FLOP counts (utils.model_info)."""
+"""Parameter and FLOP counts (tools.model_info), against independent counts."""
+
+import re
 
 import pytest
 import torch
 
-from modeling import VideoBaseline
-from utils import model_info
-from utils.model_info import MARS_ATTR_LENS, count_flops, count_parameters
+from config import load_cfg
+from data.datasets import DATASET_CLASSES, PRID2011, DukeVideo, Mars
+from modeling import VideoBaseline, build_model
+from tools import model_info
+from tools.model_info import count_flops, count_parameters, dataset_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+MARS_ATTR_LENS = Mars.attribute_schema.attr_lens
 
 
 def meta_model(**kw) -> VideoBaseline:
     with torch.device("meta"):
         return VideoBaseline(625, **kw)
+
+
+def numel(params) -> int:
+    return sum(p.numel() for p in params)
 
 
 def test_paper_model_counts():
@@ -31,9 +40,20 @@ def test_paper_model_counts():
     params = count_parameters(model)
     assert params["total"] == 36050309   # the original's count (reference/*_bce.txt)
     assert params["backbone"] == 23508032
-    assert params["total"] == params["backbone"] + params["identity_head"] + params[
-        "attribute_streams"]
     assert params["trainable"] == params["total"] - 6144   # the frozen BNNeck bias
+
+
+def test_parameter_parts_match_the_modules():
+    model = VideoBaseline(7, "resnet18", attr_lens=[[3, 2], [4, 2]], input_size=(32, 16))
+    streams = [model.multi_attr_recoger1, model.multi_attr_recoger2]
+    params = count_parameters(model)
+    assert params["total"] == numel(model.parameters())
+    assert params["trainable"] == numel(p for p in model.parameters() if p.requires_grad)
+    assert params["trainable"] == params["total"] - model.bottleneck.bias.numel()  # BNNeck bias
+    assert params["backbone"] == numel(model.base.parameters())
+    assert params["attribute_streams"] == numel(p for s in streams for p in s.parameters())
+    assert params["identity_head"] == (params["total"] - params["backbone"]
+                                       - params["attribute_streams"])
 
 
 def test_backbone_flops_match_torchvision_figures():
@@ -54,11 +74,32 @@ def test_count_flops_on_real_tensors_equals_meta():
     assert count_flops(real, (1, 2, 3, 32, 16)) == count_flops(meta, (1, 2, 3, 32, 16))
 
 
-def test_command_line(capsys):
-    assert model_info.main(["MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[64, 32]",
-                            "DATASETS.NAME", "duke"]) == 0
+def test_dataset_facts_are_the_dataset_classes():
+    assert dataset_facts("mars") == (625, MARS_ATTR_LENS)
+    assert dataset_facts("duke") == (702, DukeVideo.attribute_schema.attr_lens)
+    assert dataset_facts("prid") == (PRID2011.standard_train_pids, None)
+    for name, cls in DATASET_CLASSES.items():
+        assert dataset_facts(name)[0] == cls.standard_train_pids
+
+
+def test_command_line_prints_the_models_counts(capsys):
+    opts = ["MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[64, 32]", "DATASETS.NAME", "duke"]
+    assert model_info.main(opts) == 0
     out = capsys.readouterr().out
-    assert "702 identities" in out and "GFLOPs" in out and "multiply-accumulates" in out
-    assert "attribute_streams" in out
+    cfg = load_cfg(None, opts)
+    model = build_model(cfg, 702, DukeVideo.attribute_schema.attr_lens, load_pretrained=False)
+    flops = count_flops(model, (1, cfg.DATASETS.SEQ_LEN, 3, 64, 32))
+    assert "; 702 identities" in out and model.classifier.out_features == 702
+    assert re.search(rf"Parameters: {numel(model.parameters()) / 1e6:.2f} M", out)
+    assert f"{flops['flops'] / 1e9:.2f} GFLOPs = {flops['macs'] / 1e9:.2f} G multiply-acc" in out
+    assert re.search(rf"attribute_streams +{flops['attribute_streams'] / 1e9:.2f} GFLOPs", out)
+    assert model_info.build_parser().format_usage().startswith("usage: python -m tools.model_info")
+
+
+def test_command_line_options(capsys):
+    assert model_info.main(["MODEL.NAME", "resnet18", "--num_classes", "9"]) == 0
+    assert "; 9 identities" in capsys.readouterr().out
+    assert model_info.main(["MODEL.NAME", "resnet18", "DATASETS.NAME", "prid"]) == 0
+    assert f"; {PRID2011.standard_train_pids} identities" in capsys.readouterr().out
     assert model_info.main(["MODEL.NAME", "resnet5"]) == 2
     assert "MODEL.NAME" in capsys.readouterr().err

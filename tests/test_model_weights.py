@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from config import get_cfg
+from config import get_cfg, merge_overrides
 from modeling import VideoBaseline, build_model, load_backbone_weights, load_model_weights
+from tests.helpers import DUKE_ATTR_LENS, MARS_ATTR_LENS, SHARED
 from utils.errors import UserError
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-MARS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
-DUKE = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 2, 2, 2, 8, 9]]
+REFERENCE = SHARED / "reference"
+MARS, DUKE = MARS_ATTR_LENS, DUKE_ATTR_LENS
 SMALL = [[3, 2], [4, 2]]
 
 
@@ -55,16 +55,11 @@ def tiny(**kw) -> VideoBaseline:
 
 
 def small_cfg(**overrides):
+    """A resnet18 config at 32x16, through the project's own merge (not yet validated)."""
     cfg = get_cfg()
-    cfg.MODEL.NAME = "resnet18"
-    cfg.INPUT.SIZE_TRAIN = [32, 16]
-    cfg.INPUT.SIZE_TEST = [32, 16]
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    opts = {"MODEL.NAME": "resnet18", "INPUT.SIZE_TRAIN": [32, 16], "INPUT.SIZE_TEST": [32, 16],
+            **overrides}
+    merge_overrides(cfg, [x for k, v in opts.items() for x in (k, str(v))])
     return cfg
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import main_baseline
-from tests.conftest import run_dirs, tiny_opts
+from tests.helpers import run_dirs, tiny_opts
 from utils.checkpoint import load_file
 
 

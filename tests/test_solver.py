@@ -15,7 +15,7 @@ from solver import (
     make_optimizer,
     make_scheduler,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from utils.errors import UserError
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,20 +14,20 @@ import pytest
 import scipy.io as sio
 from PIL import Image
 
-from data import synthetic
-from data.synthetic import (
-    DUKE_ATTRIBUTE_COLUMNS,
-    KEY_COLUMNS,
-    MARKER_NAME,
-    MARS_ATTRIBUTE_COLUMNS,
-    write_synthetic_dataset,
-)
+from data.attributes import DUKE_SCHEMA, KEY_COLUMNS, MARS_SCHEMA
+from data.synthetic import MARKER_NAME, write_synthetic_dataset
+from data.synthetic import plan as synthetic_plan
+from data.synthetic import render as synthetic_render
+from data.synthetic import write as synthetic_write
+from tools import synthetic as synthetic_tool
 from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MARS_NAME = re.compile(r"^(\d{4}|00-1)C([1-6])T(\d{4})F(\d{3})\.jpg$")
 DUKE_NAME = re.compile(r"^(\d{4})_C([1-8])_F(\d{4})_X\d{5}\.jpg$")
-MARS_LENS = [5, 6, 2, 2, 2, 2, 2, 2, 2, 9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]
-DUKE_LENS = [5, 6, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 8, 9]
+MARS_HEADER = [*KEY_COLUMNS, *MARS_SCHEMA.names]
+DUKE_HEADER = [*KEY_COLUMNS, *DUKE_SCHEMA.names]
 SMALL = {"ids": 8, "tracklets": 4, "frames": 4, "size": (32, 16)}
 
 
@@ -99,7 +101,7 @@ def test_mars_splits_queries_junk_and_distractors(mars):
 
 def test_mars_csv_rows_and_values(mars):
     header, rows = read_csv(mars / "mars_attributes.csv")
-    assert header == list(KEY_COLUMNS + MARS_ATTRIBUTE_COLUMNS)
+    assert header == MARS_HEADER
     assert rows.shape[1] == 3 + 21
     names = (mars / "info" / "train_name.txt").read_text().split()
     names += (mars / "info" / "test_name.txt").read_text().split()
@@ -107,7 +109,7 @@ def test_mars_csv_rows_and_values(mars):
                                                                                        "0000"))}
     keys = [tuple(r) for r in rows[:, :3]]
     assert len(set(keys)) == len(keys) and set(keys) == expected
-    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < MARS_LENS)
+    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < MARS_SCHEMA.flat_lens)
     # Identity attributes are per person, so constant over a person's tracklets.
     for pid in np.unique(rows[:, 0]):
         assert len({tuple(r) for r in rows[rows[:, 0] == pid, 12:]}) == 1
@@ -152,18 +154,26 @@ def test_duke_layout_queries_and_csv(duke):
     tnums = [t for f in ("train", "gallery") for _, t in folders[f]]
     assert len(tnums) == len(set(tnums))  # tracklet numbers are unique in the dataset
     header, rows = read_csv(duke / "duke_attributes.csv")
-    assert header == list(KEY_COLUMNS + DUKE_ATTRIBUTE_COLUMNS) and "muti-person" in header
+    assert header == DUKE_HEADER and "muti-person" in header
     expected = {(p, cams[(p, t)], t) for f in ("train", "gallery") for p, t in folders[f]}
     keys = [tuple(r) for r in rows[:, :3]]
     assert len(keys) == len(set(keys)) and set(keys) == expected
-    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < DUKE_LENS)
+    assert rows[:, 3:].min() >= 0 and np.all(rows[:, 3:].max(axis=0) < DUKE_SCHEMA.flat_lens)
 
 
 def test_headers_equal_the_real_files(shared_data):
     with open(shared_data / "mars" / "mars_attributes.csv", newline="") as fh:
-        assert next(csv.reader(fh)) == list(KEY_COLUMNS + MARS_ATTRIBUTE_COLUMNS)
+        assert next(csv.reader(fh)) == MARS_HEADER
     with open(shared_data / "duke" / "duke_attributes.csv", newline="") as fh:
-        assert next(csv.reader(fh)) == list(KEY_COLUMNS + DUKE_ATTRIBUTE_COLUMNS)
+        assert next(csv.reader(fh)) == DUKE_HEADER
+
+
+@pytest.mark.parametrize("schema", [MARS_SCHEMA, DUKE_SCHEMA])
+def test_every_schema_column_is_a_rendered_trait(schema):
+    traits = [synthetic_plan.CSV_TRAITS[c] for c in schema.groups[1]]
+    assert len(set(traits)) == len(traits) and set(traits) <= set(synthetic_plan.TRAITS)
+    classes = dict(zip(schema.names, schema.flat_lens, strict=True))
+    assert classes["top color"] == len(synthetic_render.TOP_PALETTE)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -211,7 +221,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_write_csv", crash)
+    monkeypatch.setattr(synthetic_write, "_write_csv", crash)
     with pytest.raises(KeyboardInterrupt):
         write_synthetic_dataset(tmp_path / "ds", "mars", ids=2, tracklets=2, frames=1,
                                 size=(16, 8))
@@ -230,28 +240,41 @@ def test_command_line(tmp_path, capsys):
     out = tmp_path / "duke"
     args = ["--format", "duke", "--out", str(out), "--ids", "2", "--tracklets", "2",
             "--frames", "2", "--size", "16", "8"]
-    assert synthetic.main(args) == 0
+    assert synthetic_tool.main(args) == 0
+    assert f"wrote a synthetic duke dataset to {out}" in capsys.readouterr().out
     assert (out / "duke_attributes.csv").is_file()
     assert Image.open(next((out / "train").glob("*/*/*.jpg"))).size == (8, 16)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("")
-    assert synthetic.main(["--out", str(tmp_path / "other")]) == 2
+    assert synthetic_tool.main(["--out", str(tmp_path / "other")]) == 2
     assert "not a previous synthetic dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["tools.synthetic", "data.synthetic"])
+def test_python_m_commands_write_a_dataset(tmp_path, module):
+    """``python -m tools.synthetic`` and the SPEC §7 spelling ``python -m data.synthetic``."""
+    out = tmp_path / "mars"
+    r = subprocess.run([sys.executable, "-m", module, "--out", str(out), "--ids", "2",
+                        "--tracklets", "2", "--frames", "1", "--size", "16", "8"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"wrote a synthetic mars dataset to {out}\n"
+    assert (out / MARKER_NAME).is_file() and (out / "mars_attributes.csv").is_file()
 
 
 def render_one(people: dict[str, np.ndarray], view: int) -> np.ndarray:
     """Render person 0 in the middle of a gray 64x32 frame, legs together."""
     img = np.full((1, 64, 32, 3), 0.5, np.float32)
     one = np.ones(1, np.float32)
-    synthetic._draw_person(img, people, np.zeros(1, np.int64), 16 * one, 62 * one, 58 * one,
-                           one, np.array([view]), one, 0 * one)
+    synthetic_render.draw_person(img, people, np.zeros(1, np.int64), 16 * one, 62 * one,
+                                 58 * one, one, np.array([view]), one, 0 * one)
     return img[0]
 
 
 def plain_person() -> dict[str, np.ndarray]:
     """One adult figure with every attribute class 0, no print and no logo."""
-    people = synthetic._sample_people(np.random.default_rng(0), 1, 10)
-    for key in synthetic._TRAITS:
+    people = synthetic_plan.sample_people(np.random.default_rng(0), 1, MARS_SCHEMA)
+    for key in synthetic_plan.TRAITS:
         people[key][:] = 0
     people["age"][:] = 2
     people["print_kind"][:] = 0
@@ -261,7 +284,7 @@ def plain_person() -> dict[str, np.ndarray]:
     return people
 
 
-@pytest.mark.parametrize("trait", synthetic._TRAITS)
+@pytest.mark.parametrize("trait", synthetic_plan.TRAITS)
 def test_every_identity_attribute_changes_the_figure(trait):
     base = plain_person()
     changed = {k: v.copy() for k, v in base.items()}
@@ -271,7 +294,7 @@ def test_every_identity_attribute_changes_the_figure(trait):
 
 
 def test_top_colour_is_the_rendered_torso_colour():
-    for colour, rgb in enumerate(synthetic._TOP_PALETTE):
+    for colour, rgb in enumerate(synthetic_render.TOP_PALETTE):
         person = plain_person()
         person["top_color"][:] = colour
         chest = render_one(person, 0)[18:26, 15:17].reshape(-1, 3).mean(axis=0)
@@ -281,13 +304,13 @@ def test_top_colour_is_the_rendered_torso_colour():
 def render_tracklet(nuisance: list[int]) -> np.ndarray:
     """Frames (6, 32, 16, 3) of one tracklet of person 0 with the given ID-irrelevant classes."""
     rng = np.random.default_rng(5)
-    people = synthetic._sample_people(rng, 3, 10)
-    cams = synthetic._sample_cameras(rng, 6)
-    scenes = synthetic._camera_scenes(rng, cams, (32, 16))
+    people = synthetic_plan.sample_people(rng, 3, MARS_SCHEMA)
+    cams = synthetic_plan.sample_cameras(rng, 6)
+    scenes = synthetic_render.camera_scenes(rng, cams, (32, 16))
     tracks = {"person": np.array([0]), "camera": np.array([2]), "length": np.array([6]),
               "nuisance": np.array([nuisance])}
-    fp = synthetic._frame_parameters(rng, tracks, 3, cams, (32, 16))
-    return synthetic._render_chunk(fp, people, cams, scenes).astype(np.int16)
+    fp = synthetic_plan.frame_parameters(rng, tracks, 3, cams, (32, 16))
+    return synthetic_render.render_chunk(fp, people, cams, scenes).astype(np.int16)
 
 
 @pytest.mark.parametrize("column,value", [(0, 3), (1, 4)] + [(c, 1) for c in range(2, 9)])

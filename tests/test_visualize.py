@@ -1,14 +1,17 @@
-"""Pictures: ranked lists, attention maps and curves from a tiny trained run."""
+"""Pictures: the drawing primitives on synthetic inputs, and the commands on a tiny trained run."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import main_baseline
-from tests.conftest import run_dirs, tiny_opts
-from utils import visualize
+from tests.helpers import ROOT, run_dirs, tiny_opts
+from tools import architecture, visualize
+from utils import pictures
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +35,105 @@ def test_training_writes_curves(trained_run):
     assert img.shape[:2] == (400, 1500)          # figsize 15 x 4 at 100 dpi
 
 
+def _run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter at the repository root; fail with its stderr."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_pictures_does_not_load_matplotlib():
+    _run_python("import utils.pictures, sys; assert 'matplotlib' not in sys.modules")
+
+
+def test_plot_curves_from_records_without_training_code(tmp_path):
+    out = tmp_path / "sub" / "curves.png"
+    _run_python(f"""
+import sys
+from utils.pictures import plot_curves
+epochs = [{{"epoch": e, "lr": 1e-3 / e, "seconds": 1.0, "loss_id": 3.0 / e,
+           "loss_triplet": 0.3, "total": 3.3 / e}} for e in (1, 2, 3)]
+evaluations = [{{"epoch": 3, "R1": 0.5, "R5": 0.8, "R10": 0.9, "R20": 1.0, "mAP": 0.4}}]
+assert plot_curves(epochs, evaluations, {str(out)!r}) == {str(out)!r}
+loaded = {{m.split(".")[0] for m in sys.modules}}
+assert not loaded & {{"engine", "modeling", "layers", "solver", "data", "config", "torch"}}, loaded
+""")
+    img = _assert_picture(out)
+    assert img.shape[:2] == (400, 1500)
+    # no records: empty panels, still a picture
+    assert pictures.plot_curves([], [], str(tmp_path / "empty.png")) == str(tmp_path / "empty.png")
+    assert Image.open(tmp_path / "empty.png").size == (1500, 400)
+
+
 def test_curves_command(trained_run, tmp_path):
     _, _, run = trained_run
+    (run / "curves.png").unlink()
     assert visualize.main(["curves", str(run)]) == 0
+    _assert_picture(run / "curves.png")
     assert visualize.main(["curves", str(tmp_path)]) == 2        # no metrics.json
 
 
-def test_ranks_command(trained_run):
+def _solid_frames(folder, name, color, n):
+    """``n`` frames of one colour, as a tracklet's image paths."""
+    paths = []
+    for i in range(n):
+        path = folder / f"{name}_{i}.png"
+        Image.new("RGB", (16, 32), color).save(path)
+        paths.append(str(path))
+    return tuple(paths)
+
+
+def test_ranked_list_borders_mark_the_query_identity(tmp_path):
+    blue = (20, 40, 230)
+    query = (_solid_frames(tmp_path, "q", (200, 200, 0), 6), 7, 0, ())
+    pids = [7, 3, 7, 5]                                   # ranks 1 and 3 are the query's id
+    ranked = [(_solid_frames(tmp_path, f"g{r}", blue, 3), pid, 1, ()) for r, pid in
+              enumerate(pids)]
+    path = pictures.draw_ranked_list(query, ranked, [0.1, 0.2, 0.3, 0.4],
+                                     [pid == query[1] for pid in pids], str(tmp_path / "r.png"))
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    cell, border, top = pictures.CELL_W + 2 * pictures.BORDER + 4, pictures.BORDER, 18
+    assert img.shape[:2] == (pictures.CELL_H + 2 * border + top + 16, 4 * 64 + 20 + 4 * cell)
+    expected = [pictures.GREEN, pictures.RED, pictures.GREEN, pictures.RED]
+    for r, colour in enumerate(expected):
+        x = 4 * pictures.CELL_W + 20 + r * cell
+        y_mid = top + border + pictures.CELL_H // 2
+        for px, py in ((x + 1, y_mid), (x + cell - 6, y_mid), (x + cell // 2, top + 1)):
+            assert tuple(img[py, px]) == colour, (r, px, py)    # left, right and top border
+        assert tuple(img[y_mid, x + border + 4]) == blue          # the gallery frame inside
+    assert tuple(img[top + 10, 10]) == (200, 200, 0)              # a query frame, no border
+
+
+def test_top_k_skips_same_camera_matches():
+    dist = np.array([0.5, 0.1, 0.3, 0.2, 0.3])
+    g_pids, g_camids = np.array([1, 1, 2, 1, 3]), np.array([0, 0, 1, 1, 0])
+    # gallery 1 (id 1, cam 0) is the query's own camera: not a retrieval; ties keep order
+    assert visualize.top_k(dist, 1, 0, g_pids, g_camids, 3).tolist() == [3, 2, 4]
+    assert visualize.top_k(dist, 1, 0, g_pids, g_camids, 10).tolist() == [3, 2, 4]
+
+
+def test_ranks_command(trained_run, monkeypatch):
     root, out, run = trained_run
     weight = run / "checkpoint_ep1.pth"
     opts = tiny_opts(root, out) + ["TEST.WEIGHT", str(weight), "OUTPUT_DIR", str(run)]
+    drawn = []
+
+    def recording(query, ranked, distances, matches, out_path):
+        drawn.append((query, ranked, distances, matches))
+        return pictures.draw_ranked_list(query, ranked, distances, matches, out_path)
+
+    monkeypatch.setattr(visualize, "draw_ranked_list", recording)
     assert visualize.main(["ranks", "--num-queries", "2", "--topk", "3", *opts]) == 0
     pngs = sorted((run / "ranks").glob("query_*.png"))
-    assert len(pngs) == 2
+    assert len(pngs) == 2 == len(drawn)
     img = _assert_picture(pngs[0])
     # 4 query frames + gap + 3 bordered gallery cells of 64 px at 128 px height
     assert img.shape[1] == 4 * 64 + 20 + 3 * (64 + 8 + 4)
     assert img.shape[0] == 128 + 8 + 18 + 16
-    # green (same id) or red (other id) borders are drawn
-    colors = {tuple(c) for c in img.reshape(-1, 3).astype(int)}
-    assert (40, 170, 60) in colors or (210, 40, 40) in colors
+    for query, ranked, distances, matches in drawn:
+        assert len(ranked) == 3 and distances == sorted(distances)
+        assert matches == [g[1] == query[1] for g in ranked]            # green: the query's id
+        assert not any(g[1] == query[1] and g[2] == query[2] for g in ranked)
 
 
 def test_attention_command(trained_run):
@@ -100,12 +182,14 @@ def test_architecture_command(tmp_path):
 def test_architecture_shapes_come_from_the_model():
     from config import load_cfg
 
-    info = visualize.describe_architecture(load_cfg("", _tiny_arch_opts()), num_classes=7)
+    cfg = load_cfg("", _tiny_arch_opts())
+    info = architecture.describe_architecture(cfg, num_classes=7)
     assert (info["C"], info["h"], info["w"], info["T"]) == (512, 4, 2, 2)   # 64x32 / 16
     assert info["feat_dim"] == 3 * 512 and info["num_classes"] == 7
     assert info["group_widths"] == [25, 41] and info["group_sizes"] == [9, 12]
     assert info["positions"] == 8 and info["attr_map"] == (4, 2)
-    info = visualize.describe_architecture(
+    assert (info["distance"], info["margin"]) == (cfg.DISTANCE, cfg.SOLVER.MARGIN)
+    info = architecture.describe_architecture(
         load_cfg("", _tiny_arch_opts("MODEL.LAST_STRIDE", "2", "ATTR_RECOG_ON", "False")))
     assert (info["h"], info["w"]) == (2, 1)                                  # 64x32 / 32
     assert info["attr_mode"] is None and info["feat_dim"] == 512 and info["fusion"] == "TA"
@@ -116,16 +200,16 @@ def test_architecture_without_attributes_draws(tmp_path):
     from config import load_cfg
 
     cfg = load_cfg("", _tiny_arch_opts("ATTR_RECOG_ON", "False", "MODEL.NECK", "no"))
-    path = visualize.draw_architecture(visualize.describe_architecture(cfg, 5),
-                                       str(tmp_path / "a.png"), "tiny")
+    path = pictures.draw_architecture(architecture.describe_architecture(cfg, 5),
+                                      str(tmp_path / "a.png"), "tiny")
     img = _assert_picture(path)
     colors = {tuple(c) for c in img.reshape(-1, 3).astype(int)}
     assert (0xdc, 0xef, 0xd6) not in colors                # no attribute streams drawn
 
 
 def test_attribute_lines_mark_wrong_predictions():
-    lines = visualize.attribute_lines(["a", "b", "c"], [1, 2], [2, 3, 2], pred=[1, 2, 0],
+    lines = pictures.attribute_lines(["a", "b", "c"], [1, 2], [2, 3, 2], pred=[1, 2, 0],
                                       truth=[1, 0, -1])
     body = [(t, c) for t, c in lines if t.startswith(("a ", "b ", "c "))]
-    assert [c for _, c in body] == [(0, 0, 0), visualize.RED, (120, 120, 120)]
+    assert [c for _, c in body] == [(0, 0, 0), pictures.RED, (120, 120, 120)]
     assert "1 / 1" in body[0][0] and "2 / 0" in body[1][0] and "0 / ?" in body[2][0]

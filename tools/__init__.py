@@ -1,1 +1,1 @@
-"""Commands: every command of the project except ``main_baseline.py`` (``python -m tools.<name>``)."""
+"""Commands: everything but ``main_baseline.py``, each run as ``python -m tools.<name>``."""

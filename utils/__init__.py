@@ -1,1 +1,1 @@
-"""Utilities: metrics, logging, checkpoints, benchmarks and pictures (import the submodules)."""
+"""Utilities: metrics, re-ranking, logging, checkpoints, errors and pictures."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from typing import Any
@@ -43,15 +44,41 @@ def atomic_write_text(text: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def load_file(path: str) -> Any:
-    """Load a checkpoint safely (``weights_only=True``) on the CPU, with a clear error."""
+_ZIP_MAGIC = b"PK\x03\x04"   # torch.save since torch 1.6
+_PICKLE_MAGIC = b"\x80"       # the legacy format: a pickle protocol header
+
+
+def load_file(path: str, what: str = "checkpoint") -> Any:
+    """Load a torch file safely (``weights_only=True``) on the CPU, with a clear error.
+
+    The one loader of every weights file (checkpoints, TEST.WEIGHT, MODEL.PRETRAIN_PATH).
+
+    Args:
+        path: the file.
+        what: how messages name it, e.g. "checkpoint" or "MODEL.PRETRAIN_PATH file".
+
+    Raises:
+        UserError: the file is missing, is not a PyTorch file at all, is truncated, or holds
+            objects that a safe load refuses (the message names the file and never advises an
+            unsafe load).
+    """
     if not os.path.isfile(path):
-        raise UserError(f"Checkpoint not found: '{path}'.")
+        raise UserError(f"{what[0].upper()}{what[1:]} not found: '{path}'. Check the path.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise UserError(f"The {what} '{path}' is not a PyTorch checkpoint (no torch.save "
+                        "header): is it the right file, or a download that failed?")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a checkpoint, or unsafe pickle content
-        raise UserError(f"Cannot load checkpoint '{path}': {type(e).__name__}: {e}. Is it a "
-                        "complete file saved by this project or the original?") from None
+    except pickle.UnpicklingError:  # torch's text suggests the unsafe weights_only=False
+        raise UserError(f"Cannot load the {what} '{path}' safely: it holds Python objects "
+                        "beyond tensors, numbers and strings. Checkpoints of this project, the "
+                        "original and torchvision hold none; use one of those.") from None
+    except Exception as e:  # truncated or damaged file
+        reason = str(e).split("\n")[0].split(". ")[0].strip()
+        raise UserError(f"Cannot load the {what} '{path}' ({type(e).__name__}: {reason}): the "
+                        "file is damaged or incomplete; re-download or re-create it.") from None
 
 
 def capture_rng_state() -> dict:

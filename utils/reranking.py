@@ -110,49 +110,75 @@ def re_ranking(q_g_dist: np.ndarray | torch.Tensor, q_q_dist: np.ndarray | torch
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda_value <= 1; got k1={k1}, "
                          f"k2={k2}, lambda_value={lambda_value}")
-    n = nq + ng
+    dist = _Distances(qq, qg, gg)
+    neighbours = dist.nearest(max(k1 + 1, k2))                            # step 1
+    pr, pc = _expanded_reciprocal_sets(neighbours, k1)                    # steps 2-3
+    v = _encodings(dist, neighbours, pr, pc, k2)                          # steps 4-5
+    return _jaccard_mix(dist, v, lambda_value)                            # step 6
 
-    def full_rows(start: int, end: int) -> np.ndarray:
+
+class _Distances:
+    """The (Q+G, Q+G) squared distance matrix of all items, row-max normalised, in blocks.
+
+    Items 0..Q-1 are the queries, Q..Q+G-1 the gallery; ``row_max`` is filled by
+    :meth:`nearest`.
+    """
+
+    def __init__(self, qq: np.ndarray, qg: np.ndarray, gg: np.ndarray) -> None:
+        self.qq, self.qg, self.gg = qq, qg, gg
+        self.nq, self.ng = qg.shape
+        self.n = self.nq + self.ng
+        self.row_max = np.empty(self.n, dtype=np.float32)
+
+    def full_rows(self, start: int, end: int) -> np.ndarray:
         """Rows [start, end) of the squared (Q+G, Q+G) distance matrix; one block side."""
+        nq = self.nq
         if end <= nq:
-            block = np.concatenate([qq[start:end], qg[start:end]], axis=1)
+            block = np.concatenate([self.qq[start:end], self.qg[start:end]], axis=1)
         else:
             a, b = start - nq, end - nq
-            block = np.concatenate([qg[:, a:b].T, gg[a:b]], axis=1)
+            block = np.concatenate([self.qg[:, a:b].T, self.gg[a:b]], axis=1)
         return block * block                                              # (end-start, n)
 
-    # 1. Row maxima and the nearest neighbours of every item (on normalised distances, as the
-    #    reference ranks them).
-    num_nb = max(k1 + 1, k2)
-    row_max = np.empty(n, dtype=np.float32)
-    neighbours = np.empty((n, min(num_nb, n)), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // n)
-    for lo, hi in ((0, nq), (nq, n)):
-        for s in range(lo, hi, step):
-            e = min(s + step, hi)
-            rows = full_rows(s, e)
-            mx = rows.max(axis=1)
-            row_max[s:e] = np.where(mx > 0, mx, 1.0)
-            neighbours[s:e] = smallest_k_stable(rows / row_max[s:e, None], num_nb)
+    def nearest(self, num_nb: int) -> np.ndarray:
+        """Row maxima and the (n, min(num_nb, n)) nearest neighbours of every item (on
+        normalised distances, as the reference ranks them)."""
+        n, nq = self.n, self.nq
+        neighbours = np.empty((n, min(num_nb, n)), dtype=np.int64)
+        step = max(1, _BLOCK_ELEMENTS // n)
+        for lo, hi in ((0, nq), (nq, n)):
+            for s in range(lo, hi, step):
+                e = min(s + step, hi)
+                rows = self.full_rows(s, e)
+                mx = rows.max(axis=1)
+                self.row_max[s:e] = np.where(mx > 0, mx, 1.0)
+                neighbours[s:e] = smallest_k_stable(rows / self.row_max[s:e, None], num_nb)
+        return neighbours
 
-    def normalised(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def normalised(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Normalised squared distances of the item pairs (r, c) (1-D index arrays)."""
+        nq = self.nq
         out = np.empty(r.size, dtype=np.float32)
         rq, cq = r < nq, c < nq
-        for sel, mat, i, j in ((rq & cq, qq, r, c), (rq & ~cq, qg, r, c - nq),
-                               (~rq & cq, qg, c, r - nq), (~rq & ~cq, gg, r - nq, c - nq)):
+        for sel, mat, i, j in ((rq & cq, self.qq, r, c), (rq & ~cq, self.qg, r, c - nq),
+                               (~rq & cq, self.qg, c, r - nq),
+                               (~rq & ~cq, self.gg, r - nq, c - nq)):
             v = mat[i[sel], j[sel]]
             out[sel] = v * v
-        return out / row_max[r]
+        return out / self.row_max[r]
 
-    # 2. k-reciprocal sets R(p, k1) and R(p, round(k1/2)) as masks over neighbour lists.
+
+def _expanded_reciprocal_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    """R*(p) of every item p as (row, column) index pairs, sorted by p * n + column.
+
+    R(p, k1) and R(p, round(k1/2)) are masks over the neighbour lists; a candidate
+    q = fwd[p, t] in R(p, k1) adds R(q, k1/2) when |R(q, k1/2) & R(p, k1)| > 2/3 |R(q, k1/2)|.
+    """
+    n = neighbours.shape[0]
     fwd = neighbours[:, :k1 + 1]                                          # (n, K1)
     recip = _reciprocal_mask(fwd)
     half = neighbours[:, :round(k1 / 2) + 1]                              # (n, Kh)
     recip_half = _reciprocal_mask(half)
-
-    # 3. Expansion: candidate q = fwd[p, t] in R(p, k1) adds R(q, k1/2) when
-    #    |R(q, k1/2) & R(p, k1)| > 2/3 |R(q, k1/2)|.
     own = np.arange(n)[:, None]
     r_codes = (own * n + fwd)[recip]                                      # pairs p*n + x
     members = half[fwd]                                                   # (n, K1, Kh)
@@ -161,34 +187,48 @@ def re_ranking(q_g_dist: np.ndarray | torch.Tensor, q_q_dist: np.ndarray | torch
     overlap = (np.isin(member_codes, r_codes) & members_ok).sum(axis=2)   # (n, K1)
     accept = recip & (3 * overlap > 2 * members_ok.sum(axis=2))
     codes = np.unique(np.concatenate([r_codes, member_codes[accept[:, :, None] & members_ok]]))
-    pr, pc = codes // n, codes % n                                        # R*(p) as pairs
+    return codes // n, codes % n
 
-    # 4. Gaussian-kernel encodings, rows normalised to sum 1.
-    w = np.exp(-normalised(pr, pc).astype(np.float64))
+
+def _encodings(dist: _Distances, neighbours: np.ndarray, pr: np.ndarray, pc: np.ndarray,
+               k2: int) -> sparse.csr_matrix:
+    """V: Gaussian-kernel encodings on R*(p), rows normalised to sum 1, then the local query
+    expansion over the k2 nearest neighbours (the item included). (n, n) sparse."""
+    n = dist.n
+    w = np.exp(-dist.normalised(pr, pc).astype(np.float64))
     w /= np.bincount(pr, weights=w, minlength=n)[pr]
     v = sparse.csr_matrix((w, (pr, pc)), shape=(n, n))
-
-    # 5. Local query expansion over the k2 nearest neighbours (the item included).
     if k2 > 1:
         nb = neighbours[:, :k2]                                           # (n, k2')
         qe = sparse.csr_matrix((np.full(nb.size, 1.0 / nb.shape[1]),
                                 (np.repeat(np.arange(n), nb.shape[1]), nb.ravel())),
                                shape=(n, n))
         v = (qe @ v).tocsr()
-    v_sum = np.asarray(v.sum(axis=1)).ravel()                             # (n,) ~1
+    return v
 
-    # 6. Jaccard distance query x gallery through the nonzeros of V: sum_j min(V_p, V_g) over
-    #    columns j where both are nonzero; sum_j max = |V_p| + |V_g| - sum_j min.
-    vq = v[:nq].tocoo()
-    vg = v[nq:].tocsc()                                                   # column -> gallery
-    col_nnz = np.diff(vg.indptr)
-    terms = col_nnz[vq.col]                                               # per query nonzero
-    per_query = np.bincount(vq.row, weights=terms, minlength=nq)
-    # Chunks of query rows with a bounded number of (query, gallery, column) terms.
+
+def _query_blocks(per_query: np.ndarray, nq: int, ng: int) -> np.ndarray:
+    """Boundaries of chunks of query rows with a bounded number of (query, gallery, column)
+    terms and at most _BLOCK_ELEMENTS // ng rows."""
     chunk_of = (np.cumsum(per_query) // _BLOCK_ELEMENTS).astype(np.int64)
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [nq]])
     rows_per_block = max(1, _BLOCK_ELEMENTS // ng)
-    bounds = np.unique(np.concatenate([bounds, np.arange(0, nq, rows_per_block)]))
+    return np.unique(np.concatenate([bounds, np.arange(0, nq, rows_per_block)]))
+
+
+def _jaccard_mix(dist: _Distances, v: sparse.csr_matrix, lambda_value: float) -> np.ndarray:
+    """(1 - lambda) * Jaccard + lambda * normalised distance, query x gallery (Q, G) float32.
+
+    The Jaccard distance goes through the nonzeros of V: sum_j min(V_p, V_g) over columns j
+    where both are nonzero; sum_j max = |V_p| + |V_g| - sum_j min.
+    """
+    nq, ng = dist.nq, dist.ng
+    v_sum = np.asarray(v.sum(axis=1)).ravel()                             # (n,) ~1
+    vq = v[:nq].tocoo()
+    vg = v[nq:].tocsc()                                                   # column -> gallery
+    col_nnz = np.diff(vg.indptr)
+    per_query = np.bincount(vq.row, weights=col_nnz[vq.col], minlength=nq)
+    bounds = _query_blocks(per_query, nq, ng)
     order = np.argsort(vq.row, kind="stable")
     q_row, q_col, q_val = vq.row[order], vq.col[order], vq.data[order]
     row_start = np.searchsorted(q_row, bounds)
@@ -203,6 +243,6 @@ def re_ranking(q_g_dist: np.ndarray | torch.Tensor, q_q_dist: np.ndarray | torch
         inter = np.bincount(key, weights=mins, minlength=(e - s) * ng).reshape(e - s, ng)
         union = v_sum[s:e, None] + v_sum[None, nq:] - inter               # > 0 unless both empty
         jaccard = 1.0 - inter / np.maximum(union, np.finfo(np.float64).tiny)
-        original = qg[s:e] * qg[s:e] / row_max[s:e, None]
+        original = dist.qg[s:e] * dist.qg[s:e] / dist.row_max[s:e, None]
         out[s:e] = jaccard * (1.0 - lambda_value) + original * lambda_value
     return out

@@ -1,9 +1,10 @@
-"""Common part of the video re-ID datasets: file checks, relabelling, attributes, statistics.
+"""Common part of the video re-ID datasets: file checks, tracklets, attributes, statistics.
 
-A tracklet is the tuple ``(img_paths: tuple[str, ...], pid: int, camid: int,
-attributes: tuple[int, ...])`` with a 0-based ``camid`` and the attribute class indices in CSV
-order (an empty tuple for datasets without attributes; -1 for each attribute of a gallery
-tracklet without a row, such as the distractors).
+A tracklet is a :class:`Tracklet`, the tuple ``(img_paths, pid, camid, attributes, key)``
+whose first four fields are SPEC §7's ``(img_paths: tuple[str, ...], pid: int, camid: int,
+attributes: tuple[int, ...])``. Each dataset class holds its facts as class attributes
+(:class:`VideoReIDDataset`): attribute schema and file, published statistics, training
+identities of the standard split.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
 
 from data.attributes import AttributeSchema, load_attribute_table
 from utils.errors import UserError
@@ -19,9 +21,11 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "AttributeLookup",
     "Tracklet",
+    "TrackletKey",
     "VideoReIDDataset",
     "check_required_paths",
     "find_missing_files",
+    "make_tracklets",
     "relabel_pids",
     "two_camera_split",
 ]
@@ -30,7 +34,37 @@ logger = logging.getLogger("reid.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
-Tracklet = tuple[tuple[str, ...], int, int, tuple[int, ...]]
+# (person id as in the files, 1-based camera, tracklet number): see Tracklet.key
+TrackletKey = tuple[int, int, int]
+
+
+class Tracklet(NamedTuple):
+    """One tracklet of a parsed dataset.
+
+    A tuple: ``img_paths, pid, camid, attributes = t[:4]`` and ``t[0]``..``t[3]`` are SPEC §7's
+    tracklet; ``key`` comes fifth.
+
+    Attributes:
+        img_paths: the frame paths (MARS: in name-list order; otherwise sorted by name).
+        pid: the person id: relabelled 0..N-1 (sorted) in the train subset, the original id in
+            query and gallery (0: a distractor).
+        camid: the 0-based camera.
+        attributes: the attribute class indices in CSV order; -1 each when unknown (a gallery
+            tracklet without a CSV row, such as the distractors); empty for a dataset without
+            attributes.
+        key: ``(person id, camera, tracklet number)`` as the files name the tracklet: the
+            original person id (never relabelled), the 1-based camera (``camid + 1``) and the
+            tracklet number: MARS the ``tttt`` of the image names ``PPPPCcTttttFfff.jpg``,
+            DukeMTMC-VideoReID the tracklet folder's name, iLIDS-VID and PRID-2011 (one
+            tracklet per person and camera) 1. For MARS and Duke it is the key of the
+            tracklet's row in the attribute CSV, ``(person_id, camera_id, tracklets_id)``.
+    """
+
+    img_paths: tuple[str, ...]
+    pid: int
+    camid: int
+    attributes: tuple[int, ...]
+    key: TrackletKey
 
 
 def check_required_paths(dataset: str, required: Sequence[tuple[str, str]],
@@ -75,8 +109,37 @@ def find_missing_files(paths: Sequence[str]) -> list[str]:
 
 
 def relabel_pids(pids: Sequence[int]) -> dict[int, int]:
-    """Map the distinct pids, in sorted order, to 0..N-1."""
+    """Map the distinct pids, in sorted order, to 0..N-1 (the train labels)."""
     return {pid: label for label, pid in enumerate(sorted(set(pids)))}
+
+
+def make_tracklets(subset: str, paths: Sequence[tuple[str, ...]], keys: Sequence[TrackletKey],
+                   lookup: AttributeLookup | None = None) -> list[Tracklet]:
+    """The tracklets of one subset from their frames and keys.
+
+    The pid is the key's person id, relabelled by :func:`relabel_pids` in the train subset;
+    the camid is the key's camera minus 1. With a ``lookup``, each tracklet's attributes are
+    its CSV row (required in train and query; in the gallery a missing row is unknown).
+
+    Args:
+        subset: "train", "query" or "gallery".
+        paths: the frame paths of each tracklet.
+        keys: the :attr:`Tracklet.key` of each tracklet.
+        lookup: the attribute rows (None: no attributes, an empty tuple each).
+
+    Raises:
+        UserError: a train or query tracklet without an attribute row.
+    """
+    if lookup is None:
+        attrs = [()] * len(keys)
+    else:
+        attrs = lookup.rows(keys, [p[0] for p in paths], subset, required=subset != "gallery")
+    pids = [k[0] for k in keys]
+    if subset == "train":
+        labels = relabel_pids(pids)
+        pids = [labels[p] for p in pids]
+    return [Tracklet(p, pid, k[1] - 1, a, k)
+            for p, pid, a, k in zip(paths, pids, attrs, keys, strict=True)]
 
 
 def _person_tracklet(folder: str) -> tuple[str, ...]:
@@ -117,33 +180,53 @@ def two_camera_split(cams: Sequence[str], train_persons: Sequence[str],
             if not os.path.isdir(os.path.join(cam, p)):
                 raise UserError(f"'{os.path.join(cam, p)}' is missing (every person of the "
                                 "split needs both cameras). Fix: re-extract the dataset.")
-    labels = relabel_pids([_person_number(p) for p in train_persons])
-    train = [(_person_tracklet(os.path.join(cams[c], p)), labels[_person_number(p)], c, ())
-             for p in train_persons for c in (0, 1)]
-    query, gallery = ([(_person_tracklet(os.path.join(cams[c], p)), _person_number(p), c, ())
-                       for p in test_persons] for c in (0, 1))
-    return train, query, gallery
+    return (_two_camera_tracklets("train", cams, train_persons, (0, 1)),
+            _two_camera_tracklets("query", cams, test_persons, (0,)),
+            _two_camera_tracklets("gallery", cams, test_persons, (1,)))
+
+
+def _two_camera_tracklets(subset: str, cams: Sequence[str], persons: Sequence[str],
+                          cameras: Sequence[int]) -> list[Tracklet]:
+    """One tracklet per person and camera (index into ``cams``), tracklet number 1."""
+    pairs = [(p, c) for p in persons for c in cameras]
+    return make_tracklets(subset, [_person_tracklet(os.path.join(cams[c], p)) for p, c in pairs],
+                          [(_person_number(p), c + 1, 1) for p, c in pairs])
 
 
 class VideoReIDDataset:
     """Parsed video re-ID dataset: three lists of tracklets and the attribute schema.
 
+    Class attributes (the dataset's facts; read them from the class, e.g.
+    ``DATASET_CLASSES["mars"].attribute_schema``):
+        name: the name printed in logs.
+        attribute_schema: the :class:`AttributeSchema` of the attribute CSV, or None for a
+            dataset without attributes.
+        attribute_file: the attribute CSV's name inside the dataset folder, or None.
+        published_statistics: ``{subset: (ids, tracklets, frames)}`` of the standard split as
+            published (None where a number is not published in these terms), or None.
+        standard_train_pids: training identities of the standard split (the classifier's
+            width), or None.
+
     Attributes:
         train: training tracklets, pids relabelled 0..num_train_pids-1.
         query: query tracklets (original pids).
         gallery: gallery tracklets (original pids; distractors have pid 0).
-        num_train_pids: number of training identities.
+        num_train_pids: number of training identities of this parsed split.
         attr_lens: class counts per attribute group, or None without attributes.
         attr_names: attribute names in CSV order (empty without attributes).
         attr_groups: attribute names per group (empty without attributes).
     """
 
     name = "video"
+    attribute_schema: ClassVar[AttributeSchema | None] = None
+    attribute_file: ClassVar[str | None] = None
+    published_statistics: ClassVar[dict[str, tuple[int, int, int | None]] | None] = None
+    standard_train_pids: ClassVar[int | None] = None
 
     def __init__(self, train: list[Tracklet], query: list[Tracklet], gallery: list[Tracklet],
                  schema: AttributeSchema | None = None, verbose: bool = True) -> None:
         self.train, self.query, self.gallery = train, query, gallery
-        self.num_train_pids = len({t[1] for t in train})
+        self.num_train_pids = len({t.pid for t in train})
         self.attr_lens = schema.attr_lens if schema is not None else None
         self.attr_names = schema.names if schema is not None else []
         self.attr_groups = [list(g) for g in schema.groups] if schema is not None else []
@@ -152,7 +235,8 @@ class VideoReIDDataset:
 
     def statistics(self) -> dict[str, tuple[int, int, int]]:
         """``{subset: (ids, tracklets, frames)}`` for train, query and gallery."""
-        return {name: (len({t[1] for t in subset}), len(subset), sum(len(t[0]) for t in subset))
+        return {name: (len({t.pid for t in subset}), len(subset),
+                       sum(len(t.img_paths) for t in subset))
                 for name, subset in (("train", self.train), ("query", self.query),
                                      ("gallery", self.gallery))}
 

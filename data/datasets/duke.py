@@ -11,8 +11,7 @@ Layout (SPEC §2)::
     root/duke_attributes.csv
 
 The tracklet number of the attribute lookup is the tracklet folder's name. The evaluated
-gallery is the whole gallery folder. Published counts: train 702 ids / 2196 tracklets, query
-702 / 702, gallery 1110 ids / 2636 tracklets.
+gallery is the whole gallery folder. Published counts: :attr:`DukeVideo.published_statistics`.
 """
 
 from __future__ import annotations
@@ -25,9 +24,10 @@ from data.attributes import DUKE_SCHEMA
 from data.datasets.base import (
     IMAGE_EXTENSIONS,
     AttributeLookup,
-    Tracklet,
+    TrackletKey,
     VideoReIDDataset,
     check_required_paths,
+    make_tracklets,
 )
 from utils.errors import UserError
 
@@ -79,9 +79,8 @@ def scan_tracklet_folders(split_dir: str) -> list[tuple[int, int, str, list[str]
     return out
 
 
-def _duke_split(root: str, split: str) -> tuple[list[tuple[str, ...]], list[int], list[int],
-                                                list[int]]:
-    """Paths, pids, 0-based cameras and tracklet numbers of one split folder.
+def _duke_split(root: str, split: str) -> tuple[list[tuple[str, ...]], list[TrackletKey]]:
+    """Frame paths and :attr:`Tracklet.key` of every tracklet of one split folder.
 
     The image names are checked as one character matrix: within a tracklet they must share
     pid and camera (``PPPP_Cc``), and the pid must be the folder's.
@@ -114,8 +113,8 @@ def _duke_split(root: str, split: str) -> tuple[list[tuple[str, ...]], list[int]
                         "re-extract DukeMTMC-VideoReID.zip.")
     sep = os.sep
     paths = [tuple(f"{folder}{sep}{n}" for n in names) for *_, folder, names in folders]
-    tids = [f[1] for f in folders]
-    return paths, pids.tolist(), (digits[:, 4] - 1).tolist(), tids
+    keys = list(zip(pids.tolist(), digits[:, 4].tolist(), [f[1] for f in folders], strict=True))
+    return paths, keys
 
 
 class DukeVideo(VideoReIDDataset):
@@ -135,29 +134,21 @@ class DukeVideo(VideoReIDDataset):
     """
 
     name = "DukeMTMC-VideoReID"
+    attribute_schema = DUKE_SCHEMA
+    attribute_file = "duke_attributes.csv"
+    published_statistics = {"train": (702, 2196, None), "query": (702, 702, None),
+                            "gallery": (1110, 2636, None)}
+    standard_train_pids = published_statistics["train"][0]
 
     def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
-        csv_path = os.path.join(root, "duke_attributes.csv")
+        csv_path = os.path.join(root, self.attribute_file)
         required = [(os.path.join(root, s), "dir") for s in ("train", "query", "gallery")]
         if attributes:
             required.append((csv_path, "file"))
         check_required_paths("DukeMTMC-VideoReID", required, _WHERE)
-        lookup = AttributeLookup(csv_path, DUKE_SCHEMA) if attributes else None
-        subsets = {}
-        for split in ("train", "query", "gallery"):
-            paths, pids, cams, tids = _duke_split(root, split)
-            if lookup is None:
-                attrs = [()] * len(paths)
-            else:
-                keys = [(p, c + 1, t) for p, c, t in zip(pids, cams, tids, strict=True)]
-                attrs = lookup.rows(keys, [p[0] for p in paths], split,
-                                    required=split != "gallery")
-            labels = pids
-            if split == "train":
-                labels = np.unique(pids, return_inverse=True)[1].tolist()
-            subsets[split] = [(p, lab, c, a) for p, lab, c, a in
-                              zip(paths, labels, cams, attrs, strict=True)]
-        train: list[Tracklet] = subsets["train"]
-        super().__init__(train, subsets["query"], subsets["gallery"],
-                         DUKE_SCHEMA if attributes else None, verbose)
+        lookup = AttributeLookup(csv_path, self.attribute_schema) if attributes else None
+        train, query, gallery = (make_tracklets(split, *_duke_split(root, split), lookup)
+                                 for split in ("train", "query", "gallery"))
+        super().__init__(train, query, gallery, self.attribute_schema if attributes else None,
+                         verbose)

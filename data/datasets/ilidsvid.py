@@ -40,6 +40,7 @@ class ILIDSVID(VideoReIDDataset):
     """
 
     name = "iLIDS-VID"
+    standard_train_pids = 150              # half of the 300 persons of the official splits
 
     def __init__(self, root: str, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))

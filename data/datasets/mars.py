@@ -12,9 +12,8 @@ Layout (SPEC §2)::
     root/info/query_IDX.mat          (query_IDX: 1-based rows of the test table)
     root/mars_attributes.csv
 
-Published counts, which the real split gives: train 625 ids / 8298 tracklets / 509,914
-frames; query 626 ids / 1980 tracklets; gallery 9330 tracklets (3248 distractors of pid 0,
-621 distinct pids with 0) after dropping the junk tracklets (pid -1).
+The real split gives the published counts (:attr:`Mars.published_statistics`) after dropping
+the junk tracklets (pid -1); 3248 of its gallery tracklets are distractors (pid 0).
 
 Parsing is vectorised: the name lists are read with one ``split()`` each and checked as a
 character matrix (one pid, one camera and one tracklet number per track row) with numpy; only
@@ -29,7 +28,13 @@ import numpy as np
 import scipy.io as sio
 
 from data.attributes import MARS_SCHEMA
-from data.datasets.base import AttributeLookup, Tracklet, VideoReIDDataset, check_required_paths
+from data.datasets.base import (
+    AttributeLookup,
+    Tracklet,
+    VideoReIDDataset,
+    check_required_paths,
+    make_tracklets,
+)
 from utils.errors import UserError
 
 __all__ = ["Mars"]
@@ -184,6 +189,12 @@ class Mars(VideoReIDDataset):
     """
 
     name = "MARS"
+    attribute_schema = MARS_SCHEMA
+    attribute_file = "mars_attributes.csv"
+    # After dropping the junk tracklets; the gallery's 621 ids count the distractors' 0.
+    published_statistics = {"train": (625, 8298, 509914), "query": (626, 1980, None),
+                            "gallery": (621, 9330, None)}
+    standard_train_pids = published_statistics["train"][0]
 
     def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
@@ -191,14 +202,14 @@ class Mars(VideoReIDDataset):
         files = {k: os.path.join(info, k) for k in
                  ("train_name.txt", "test_name.txt", "tracks_train_info.mat",
                   "tracks_test_info.mat", "query_IDX.mat")}
-        csv_path = os.path.join(root, "mars_attributes.csv")
+        csv_path = os.path.join(root, self.attribute_file)
         required = [(os.path.join(root, "bbox_train"), "dir"),
                     (os.path.join(root, "bbox_test"), "dir"),
                     *((p, "file") for p in files.values())]
         if attributes:
             required.append((csv_path, "file"))
         check_required_paths("MARS", required, _WHERE)
-        lookup = AttributeLookup(csv_path, MARS_SCHEMA) if attributes else None
+        lookup = AttributeLookup(csv_path, self.attribute_schema) if attributes else None
 
         subsets = {}
         for split, key, bbox in (("train", "track_train_info", "bbox_train"),
@@ -210,37 +221,37 @@ class Mars(VideoReIDDataset):
             paths, tids = _parse_tracks(table, chars, os.path.join(root, bbox), table_path)
             subsets[split] = (paths, table[:, 2], table[:, 3], tids)
 
-        q_path = files["query_IDX.mat"]
-        query_rows = _load_mat(q_path, "query_IDX").ravel() - 1
         n_test = len(subsets["test"][0])
-        if query_rows.size == 0 or query_rows.min() < 0 or query_rows.max() >= n_test:
-            raise UserError(f"'{q_path}' must list 1-based rows of the {n_test}-row test table. "
-                            "Fix: use the info/ files of one MARS release.")
+        query_rows = _query_rows(files["query_IDX.mat"], n_test)
         is_query = np.zeros(n_test, dtype=bool)
         is_query[query_rows] = True
-        test_rows = np.arange(n_test)
+        train = _tracklets(subsets["train"], np.arange(len(subsets["train"][0])), "train", lookup)
+        query = _tracklets(subsets["test"], query_rows, "query", lookup)
+        gallery = _tracklets(subsets["test"], np.flatnonzero(~is_query), "gallery", lookup)
+        super().__init__(train, query, gallery, self.attribute_schema if attributes else None,
+                         verbose)
 
-        train = self._tracklets(subsets["train"], np.arange(len(subsets["train"][0])),
-                                "train", lookup, relabel=True)
-        query = self._tracklets(subsets["test"], query_rows, "query", lookup)
-        gallery = self._tracklets(subsets["test"], test_rows[~is_query], "gallery", lookup)
-        super().__init__(train, query, gallery, MARS_SCHEMA if attributes else None, verbose)
 
-    @staticmethod
-    def _tracklets(subset: tuple, rows: np.ndarray, name: str, lookup: AttributeLookup | None,
-                   relabel: bool = False) -> list[Tracklet]:
-        """Tracklets of the given track rows, junk (pid -1) dropped."""
-        paths, pids, cams, tids = subset
-        rows = rows[pids[rows] != -1]
-        pid, cam, tid = pids[rows].tolist(), cams[rows].tolist(), tids[rows].tolist()
-        row_paths = [paths[r] for r in rows.tolist()]
-        if lookup is None:
-            attrs = [()] * len(rows)
-        else:
-            keys = list(zip(pid, cam, tid, strict=True))
-            attrs = lookup.rows(keys, [p[0] for p in row_paths], name, required=name != "gallery")
-        labels = pid
-        if relabel:
-            labels = np.unique(pids[rows], return_inverse=True)[1].tolist()
-        return [(p, lab, c - 1, a)
-                for p, lab, c, a in zip(row_paths, labels, cam, attrs, strict=True)]
+def _query_rows(path: str, n_test: int) -> np.ndarray:
+    """The 0-based test-table rows that ``query_IDX`` lists, in its order."""
+    query_rows = _load_mat(path, "query_IDX").ravel() - 1
+    if query_rows.size == 0 or query_rows.min() < 0 or query_rows.max() >= n_test:
+        raise UserError(f"'{path}' must list 1-based rows of the {n_test}-row test table. "
+                        "Fix: use the info/ files of one MARS release.")
+    return query_rows
+
+
+def _tracklets(subset: tuple, rows: np.ndarray, name: str, lookup: AttributeLookup | None
+               ) -> list[Tracklet]:
+    """Tracklets of the given track rows (in row order), junk (pid -1) dropped.
+
+    Args:
+        subset: (paths per row, pids, 1-based cameras, tracklet numbers) of a track table.
+        rows: the rows to take.
+        name: "train", "query" or "gallery".
+        lookup: the attribute rows, or None.
+    """
+    paths, pids, cams, tids = subset
+    rows = rows[pids[rows] != -1]
+    keys = list(zip(pids[rows].tolist(), cams[rows].tolist(), tids[rows].tolist(), strict=True))
+    return make_tracklets(name, [paths[r] for r in rows.tolist()], keys, lookup)

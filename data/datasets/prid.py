@@ -37,6 +37,7 @@ class PRID2011(VideoReIDDataset):
     """
 
     name = "PRID-2011"
+    standard_train_pids = NUM_PERSONS // 2
 
     def __init__(self, root: str, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))

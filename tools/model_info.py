@@ -1,10 +1,11 @@
 """Parameter counts and FLOPs of the configured model.
 
-``python -m utils.model_info --config_file FILE [KEY VALUE ...]`` prints the parameters (total,
-backbone, identity head, attribute streams) and the FLOPs of one clip (1 x SEQ_LEN frames at
-INPUT.SIZE_TRAIN) counted by ``torch.utils.flop_counter.FlopCounterMode``, and the
-multiply-accumulates (FLOPs / 2), the unit of the paper's "20.7 GFLOPs". The model is built on
-the meta device: nothing is downloaded, allocated or computed.
+``python -m tools.model_info --config_file FILE [--num_classes N] [KEY VALUE ...]`` prints the
+parameters (total, backbone, identity head, attribute streams) and the FLOPs of one clip
+(1 x SEQ_LEN frames at INPUT.SIZE_TRAIN) counted by ``torch.utils.flop_counter.FlopCounterMode``,
+and the multiply-accumulates (FLOPs / 2), the unit of the paper's "20.7 GFLOPs". The model is
+built on the meta device: nothing is downloaded, allocated or computed. The classifier width and
+the attribute class counts are the dataset's (:func:`dataset_facts`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from config import load_cfg
+from data.datasets import DATASET_CLASSES
+from engine import parse_command_line
+from modeling import build_model
 from utils.errors import run_cli
-
-# Attribute class counts per group (ID-irrelevant, ID-relevant), SPEC §2.
-MARS_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
-DUKE_ATTR_LENS = [[5, 6, 2, 2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 2, 2, 2, 8, 9]]
-# Training identities of each dataset (no attributes for iLIDS-VID and PRID-2011).
-DATASET_INFO = {"mars": (625, MARS_ATTR_LENS), "duke": (702, DUKE_ATTR_LENS),
-                "ilidsvid": (150, None), "prid": (89, None)}
 
 _STREAMS = ("multi_attr_recoger", "attention_fusion")
 
@@ -79,22 +77,31 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
             "identity_head": float(total - backbone - streams)}
 
 
-@run_cli
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a user error)."""
-    parser = argparse.ArgumentParser(description="Parameters and FLOPs of the configured model.")
+def dataset_facts(name: str) -> tuple[int, list[list[int]] | None]:
+    """``(training identities of the standard split, attribute class counts per group or None)``
+    of the dataset ``DATASETS.NAME`` ``name``, read from its class (:data:`DATASET_CLASSES`)."""
+    cls = DATASET_CLASSES[name]
+    schema = cls.attribute_schema
+    return cls.standard_train_pids, (schema.attr_lens if schema is not None else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command line of ``python -m tools.model_info``."""
+    parser = argparse.ArgumentParser(prog="python -m tools.model_info",
+                                     description="Parameters and FLOPs of the configured model.")
     parser.add_argument("--config_file", default="", help="path to a yml config")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="training identities (default: the dataset's, MARS 625)")
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
-    from engine.defaults import parse_command_line
+    return parser
 
-    args = parse_command_line(parser, argv)
-    from config import load_cfg
-    from modeling import build_model
 
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user error)."""
+    args = parse_command_line(build_parser(), argv)
     cfg = load_cfg(args.config_file or None, args.opts)
-    num_classes, attr_lens = DATASET_INFO[cfg.DATASETS.NAME]
+    num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
     num_classes = args.num_classes or num_classes
     with torch.device("meta"):
         model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)

@@ -6,7 +6,7 @@ clustered random features; both implementations evaluate it and must agree.
 
 Usage::
 
-    python -m utils.benchmark_eval [--num-q 1980] [--num-g 9330] [--seed 0] [--no-loop]
+    python -m tools.benchmark_eval [--num-q 1980] [--num-g 9330] [--seed 0] [--no-loop]
 """
 
 from __future__ import annotations
@@ -120,7 +120,10 @@ def run_eval_benchmark(num_q: int = 1980, num_g: int = 9330, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: ``python -m tools.benchmark_eval [--num-q N] [--num-g N] [--seed S]
+    [--no-loop]`` (prints the timing table)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.benchmark_eval",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--num-q", type=int, default=1980)
     parser.add_argument("--num-g", type=int, default=9330)
     parser.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,7 @@
 The baseline re-creates the original implementation's style (SPEC §4): every loss call
 normalises the features and builds its own distance matrix, then loops over the anchors in
 Python, gathering each anchor's positives/negatives by boolean indexing and stacking the
-per-anchor results. Run ``python -m utils.benchmark_losses`` for the table (forward + backward,
+per-anchor results. Run ``python -m tools.benchmark_losses`` for the table (forward + backward,
 best-of-N milliseconds, P identities x 4 instances, 6144-d features).
 """
 
@@ -171,7 +171,10 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: ``python -m tools.benchmark_losses [--batch-sizes B ...] [--feat-dim D]
+    [--repeats N] [--metric cosine|euclid] [--device DEV] [--threads N]`` (prints the table)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.benchmark_losses",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 256])
     parser.add_argument("--feat-dim", type=int, default=6144)
     parser.add_argument("--repeats", type=int, default=10)

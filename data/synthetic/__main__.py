@@ -1,0 +1,3 @@
+from tools.synthetic import main
+
+raise SystemExit(main())

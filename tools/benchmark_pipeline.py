@@ -1,0 +1,249 @@
+"""The pipeline benchmarks of ``python -m tools.benchmark``: train step, extraction, data, compute.
+
+Each ``bench_*`` function returns one JSON object of the report. The training step timed is the
+real one, :meth:`engine.Trainer.run_step` of a Trainer built as ``main_baseline.py`` builds it;
+extraction runs :func:`engine.extract_features`. The model has the dataset's standard classifier
+width and attribute class counts (:func:`tools.model_info.dataset_facts`) and random weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+from yacs.config import CfgNode
+
+from config import load_cfg
+from data import make_data_loaders
+from data.synthetic import write_synthetic_dataset
+from engine import Trainer, amp_settings, extract_features
+from engine.evaluator import clips_per_batch
+from layers import make_loss
+from modeling import VideoBaseline, build_model
+from solver import make_center_optimizer, make_optimizer, make_scheduler
+from tools.model_info import count_flops, dataset_facts
+
+# Dense clips per MARS test tracklet (T=4) at the 10/30/50/70/90th percentiles of the real
+# split (tracks_test_info.mat: median 8, mean 14.3, up to 200 after the cap).
+MARS_CLIPS_PER_TRACKLET = (3, 5, 8, 16, 33)
+TRAIN_PHASES = ("data_wait", "to_device", "forward", "loss", "backward", "optimizer")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _timed(store: dict[str, float], key: str, device: torch.device):
+    sync(device)
+    t0 = time.perf_counter()
+    yield
+    sync(device)
+    store[key] = store.get(key, 0.0) + time.perf_counter() - t0
+
+
+def phase_timer(store: dict[str, float], device: torch.device
+                ) -> Callable[[str], AbstractContextManager]:
+    """The ``timer`` of :meth:`engine.Trainer.run_step`: adds each phase's seconds to
+    ``store[phase]``, synchronising the device before and after so that the phases add up."""
+    return lambda phase: _timed(store, phase, device)
+
+
+def benchmark_config(config_file: str | None, opts: list[str], device: torch.device,
+                     data_root: str) -> CfgNode:
+    """The paper model's config for benchmarking on ``device`` (batch 8 on a CPU, 32 on a GPU),
+    with the synthetic MARS folder ``data_root`` as its dataset; ``opts`` come last."""
+    batch = 32 if device.type == "cuda" else 8
+    base = ["MODEL.PRETRAIN_CHOICE", "none", "MODEL.DEVICE", device.type,
+            "DATASETS.ROOT_DIR", data_root, "DATASETS.NAME", "mars",
+            "SOLVER.SEQS_PER_BATCH", str(batch), "DATALOADER.NUM_INSTANCE", "4",
+            "DATALOADER.SAMPLER", "softmax_triplet"]
+    return load_cfg(config_file or "configs/mars_aitl.yml", base + list(opts))
+
+
+def write_bench_dataset(root: str, size: tuple[int, int], ids: int = 16, frames: int = 16) -> str:
+    """A synthetic MARS-format folder at ``root`` with frames of the benchmark's input size."""
+    return str(write_synthetic_dataset(root, fmt="mars", ids=ids, tracklets=4, frames=frames,
+                                       size=size, seed=0))
+
+
+def build_bench_model(cfg: CfgNode, device: torch.device,
+                      attr_lens: list[list[int]] | None) -> VideoBaseline:
+    """The config's model with random weights on ``device``: the standard classifier width of
+    DATASETS.NAME and the attribute class counts ``attr_lens``."""
+    num_classes = dataset_facts(cfg.DATASETS.NAME)[0]
+    model = build_model(cfg, num_classes, attr_lens, load_pretrained=False).to(device)
+    if cfg.MODEL.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_trainer(cfg: CfgNode, device: torch.device, train_loader: Iterable | None = None,
+                  dataset=None) -> Trainer:
+    """A :class:`engine.Trainer` built like ``main_baseline.py``'s (model, criterion,
+    optimizers, scheduler; no run folder) for ``train_loader`` and its parsed ``dataset``
+    (None: the attribute class counts of DATASETS.NAME's class)."""
+    num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
+    if dataset is not None:
+        attr_lens = dataset.attr_lens
+    model = build_bench_model(cfg, device, attr_lens)
+    criterion = make_loss(cfg, num_classes, attr_lens, feat_dim=model.feat_dim).to(device)
+    optimizer = make_optimizer(cfg, model)
+    return Trainer(cfg, model, criterion, optimizer, make_scheduler(cfg, optimizer),
+                   (train_loader, None, None), dataset, device, run_dir=None,
+                   center_optimizer=make_center_optimizer(cfg, criterion))
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``torch.bfloat16`` -> "bfloat16"; None (no autocast) -> "float32"."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+def forever(loader: Iterable) -> Iterator:
+    """The loader's batches epoch after epoch (setting the samplers' epoch, as the trainer)."""
+    epoch = 0
+    while True:
+        epoch += 1
+        for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        yield from loader
+
+
+def bench_train(cfg: CfgNode, device: torch.device, iters: int = 3) -> dict:
+    """Throughput of the real training step (:meth:`engine.Trainer.run_step`) and its split.
+
+    The train loader of the config's dataset feeds the step. Every phase is timed with a
+    device sync on both sides: ``data_wait`` (``next`` on the loader) and the run_step phases
+    of :data:`TRAIN_PHASES`. The first iteration warms up and is not counted.
+
+    Returns:
+        dict with ``batch`` (SOLVER.SEQS_PER_BATCH), ``iterations`` (timed), ``clips`` (clips
+        of the timed iterations), ``step_s`` (mean seconds per iteration, the sum of
+        ``split_s``), ``clips_per_s`` (clips / timed seconds), ``split_s`` (mean seconds per
+        phase), ``outside_compute_fraction`` (share outside forward + backward), ``amp_dtype``
+        (the autocast dtype run_step used, "float32" without autocast) and ``grad_scaler``.
+    """
+    train_loader, _, _, dataset = make_data_loaders(cfg)
+    trainer = build_trainer(cfg, device, train_loader, dataset)
+    trainer.model.train()
+    batches = forever(train_loader)
+    times: dict[str, float] = {}
+    timer = phase_timer(times, device)
+    clips = 0
+    for i in range(iters + 1):
+        if i == 1:                     # the warm-up iteration is not counted
+            times.clear()
+            clips = 0
+        with timer("data_wait"):
+            batch = next(batches)
+        trainer.run_step(batch, timer)
+        clips += batch[0].shape[0]
+    total = sum(times.values())
+    return {
+        "batch": cfg.SOLVER.SEQS_PER_BATCH, "iterations": iters, "clips": clips,
+        "step_s": total / iters, "clips_per_s": clips / total,
+        "split_s": {k: times[k] / iters for k in TRAIN_PHASES},
+        "outside_compute_fraction": (total - times["forward"] - times["backward"]) / total,
+        "amp_dtype": dtype_name(trainer.amp_dtype), "grad_scaler": trainer.scaler.is_enabled(),
+    }
+
+
+def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
+    """Dense extraction clips/s: ours (clips packed in TEST.CLIPS_PER_BATCH chunks, auto per
+    device) against the original's one forward per tracklet with all its clips.
+
+    Tracklets have the MARS clip counts of :data:`MARS_CLIPS_PER_TRACKLET` (random frames at
+    the config's input size; decoding is measured by the ``data`` benchmark). Autocast is the
+    evaluation's (:func:`engine.amp_settings`).
+    """
+    model = build_bench_model(cfg, device, dataset_facts(cfg.DATASETS.NAME)[1])
+    amp_dtype, _ = amp_settings(cfg, device)
+    h, w = cfg.INPUT.SIZE_TEST
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randn(c, cfg.DATASETS.SEQ_LEN, 3, h, w, generator=g), 1, 1,
+              torch.zeros(1, dtype=torch.long)) for c in MARS_CLIPS_PER_TRACKLET]
+    n_clips = sum(MARS_CLIPS_PER_TRACKLET)
+    chunk = clips_per_batch(cfg, device)
+    extract_features(model, items[:1], device, chunk, amp_dtype=amp_dtype)      # warm-up
+    out = {"tracklets": len(items), "clips": n_clips, "clips_per_batch": chunk,
+           "amp_dtype": dtype_name(amp_dtype)}
+    runs = [("one_tracklet_at_a_time", None), ("batched", chunk)]
+    if chunk != 128:
+        runs.append(("batched_128", 128))
+    for name, per_batch in runs:
+        sync(device)
+        t0 = time.perf_counter()
+        if per_batch is None:
+            for x in items:
+                extract_features(model, [x], device, x[0].shape[0], amp_dtype=amp_dtype)
+        else:
+            extract_features(model, items, device, per_batch, amp_dtype=amp_dtype)
+        sync(device)
+        out[f"{name}_clips_per_s"] = n_clips / (time.perf_counter() - t0)
+    out["speedup_batched"] = out["batched_clips_per_s"] / out["one_tracklet_at_a_time_clips_per_s"]
+    return out
+
+
+def _with_workers(cfg: CfgNode, workers: int) -> CfgNode:
+    c = cfg.clone()
+    c.defrost()
+    c.DATALOADER.NUM_WORKERS = workers
+    c.freeze()
+    return c
+
+
+def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int = 6) -> dict:
+    """Train-loader clips/s from JPEG files for several worker counts, and dense test loading."""
+    out = {}
+    for w in workers:
+        train_loader, query_loader, _, _ = make_data_loaders(_with_workers(cfg, w))
+        it = forever(train_loader)
+        next(it)                      # start-up (workers) is not counted
+        t0 = time.perf_counter()
+        n = sum(next(it)[0].shape[0] for _ in range(batches))
+        out[f"workers_{w}_clips_per_s"] = n / (time.perf_counter() - t0)
+        del it, train_loader
+    t0 = time.perf_counter()
+    n = 0
+    for i, (clips, *_rest) in enumerate(query_loader):
+        n += clips.shape[0]
+        if i == 20:
+            break
+    out["dense_test_clips_per_s"] = n / (time.perf_counter() - t0)
+    out["clips_per_s"] = max(v for k, v in out.items() if k.startswith("workers_"))
+    return out
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 matmul rate of this device (GFLOP/s)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def bench_compute(cfg: CfgNode, device: torch.device, train: dict | None) -> dict:
+    """GFLOPs per clip, and the achieved GFLOP/s of the train step against the matmul rate."""
+    num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
+    model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
+    h, w = cfg.INPUT.SIZE_TRAIN
+    flops = count_flops(model, (1, cfg.DATASETS.SEQ_LEN, 3, h, w))
+    gflops_clip = flops["flops"] / 1e9
+    out = {"gflops_per_clip": gflops_clip, "gmacs_per_clip": flops["macs"] / 1e9,
+           "matmul_gflops_per_s": matmul_gflops(device)}
+    if train:
+        # forward + backward ~ 3x the forward FLOPs
+        out["train_achieved_gflops_per_s"] = 3 * gflops_clip * train["clips_per_s"]
+        out["train_fraction_of_matmul_rate"] = (out["train_achieved_gflops_per_s"]
+                                                / out["matmul_gflops_per_s"])
+    return out
