@@ -105,6 +105,44 @@ def _ties_before(dist: np.ndarray, removed: np.ndarray, rows: np.ndarray, cols: 
     return out
 
 
+def _rank_chunk(d: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray,
+                g_cams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First-match rank (0: no match) and AP of each query of a (c, n) block of distances."""
+    c = d.shape[0]
+    first_rank = np.zeros(c, dtype=np.int64)
+    ap = np.zeros(c, dtype=np.float64)
+    same_pid = q_pids[:, None] == g_pids[None, :]                         # (c, n)
+    removed = same_pid & (q_cams[:, None] == g_cams[None, :])             # same pid and camera
+    match = same_pid ^ removed                                            # same pid, other camera
+    rows, cols = np.nonzero(match)                                        # (P,), (P,)
+    if rows.size == 0:
+        return first_rank, ap
+    vals = d[rows, cols]
+    # Matches of each row in ranking order: by distance, then gallery index.
+    order = np.lexsort((cols, vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    num_rel = np.bincount(rows, minlength=c)                              # (c,)
+    hits = np.arange(rows.size) - (np.cumsum(num_rel) - num_rel)[rows] + 1   # j-th match
+    # Removed entries become +inf so that they are never strictly closer than a match.
+    kept_sorted = torch.from_numpy(np.sort(np.where(removed, np.inf, d), axis=1))
+    thresholds = np.full((c, int(num_rel.max())), np.inf, dtype=d.dtype)  # (c, max P)
+    thresholds[rows, hits - 1] = vals
+    thresholds = torch.from_numpy(thresholds)
+    closer = torch.searchsorted(kept_sorted, thresholds).numpy()[rows, hits - 1]
+    n_equal = (torch.searchsorted(kept_sorted, thresholds, right=True).numpy()[rows, hits - 1]
+               - closer)
+    rank = closer + 1                                          # 1-based rank among kept entries
+    tied = np.nonzero(n_equal > 1)[0]                          # the match itself is one of them
+    if tied.size:
+        rank[tied] += _ties_before(d, removed, rows[tied], cols[tied], vals[tied])
+    ap_sum = np.bincount(rows, weights=hits / rank, minlength=c)
+    has = num_rel > 0
+    ap[has] = ap_sum[has] / num_rel[has]
+    first = hits == 1
+    first_rank[rows[first]] = rank[first]
+    return first_rank, ap
+
+
 def evaluate_rank(distmat: np.ndarray | torch.Tensor, q_pids: ArrayLike, g_pids: ArrayLike,
                   q_camids: ArrayLike, g_camids: ArrayLike,
                   max_rank: int = 50) -> tuple[np.ndarray, float]:
@@ -167,37 +205,8 @@ def evaluate_rank(distmat: np.ndarray | torch.Tensor, q_pids: ArrayLike, g_pids:
     ap = np.zeros(m, dtype=np.float64)
     step = _row_chunk(n)
     for s in range(0, m, step):
-        d = dist[s:s + step]                                              # (c, n)
-        c = d.shape[0]
-        same_pid = q_pids[s:s + c, None] == g_pids[None, :]               # (c, n)
-        removed = same_pid & (q_cams[s:s + c, None] == g_cams[None, :])   # same pid and camera
-        match = same_pid ^ removed                                        # same pid, other camera
-        rows, cols = np.nonzero(match)                                    # (P,), (P,)
-        if rows.size == 0:
-            continue
-        vals = d[rows, cols]
-        # Matches of each row in ranking order: by distance, then gallery index.
-        order = np.lexsort((cols, vals, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        num_rel = np.bincount(rows, minlength=c)                          # (c,)
-        hits = np.arange(rows.size) - (np.cumsum(num_rel) - num_rel)[rows] + 1  # j-th match
-        # Removed entries become +inf so that they are never strictly closer than a match.
-        kept_sorted = torch.from_numpy(np.sort(np.where(removed, np.inf, d), axis=1))
-        thresholds = np.full((c, int(num_rel.max())), np.inf, dtype=d.dtype)  # (c, max P)
-        thresholds[rows, hits - 1] = vals
-        thresholds = torch.from_numpy(thresholds)
-        closer = torch.searchsorted(kept_sorted, thresholds).numpy()[rows, hits - 1]
-        n_equal = (torch.searchsorted(kept_sorted, thresholds, right=True).numpy()[rows, hits - 1]
-                   - closer)
-        rank = closer + 1                                      # 1-based rank among kept entries
-        tied = np.nonzero(n_equal > 1)[0]                      # the match itself is one of them
-        if tied.size:
-            rank[tied] += _ties_before(d, removed, rows[tied], cols[tied], vals[tied])
-        ap_chunk = np.bincount(rows, weights=hits / rank, minlength=c)
-        has = num_rel > 0
-        ap[s:s + c][has] = ap_chunk[has] / num_rel[has]
-        first = hits == 1
-        first_rank[s + rows[first]] = rank[first]
+        first_rank[s:s + step], ap[s:s + step] = _rank_chunk(
+            dist[s:s + step], q_pids[s:s + step], q_cams[s:s + step], g_pids, g_cams)
 
     valid = first_rank > 0
     num_valid = int(valid.sum())
