@@ -24,18 +24,26 @@ from engine import (
     Interrupted,
     Trainer,
     default_argument_parser,
-    default_setup,
     parse_command_line,
     run_cli,
     run_evaluation,
     unwrap,
     wrap_distributed,
 )
+from engine.defaults import (
+    check_batch_identities,
+    check_output_dir,
+    discard_run_dir,
+    load_run_config,
+    start_run,
+)
 from layers import make_loss
 from modeling import build_model, load_model_weights
 from solver import make_center_optimizer, make_optimizer, make_scheduler
 from utils.checkpoint import Checkpointer, load_file
-from utils.comm import get_world_size, init_distributed, resolve_device
+from utils.comm import get_rank, get_world_size, init_distributed, resolve_device
+from utils.errors import UserError
+from utils.logger import setup_logger
 
 logger = logging.getLogger("reid")
 
@@ -51,32 +59,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup(argv: list[str] | None = None):
-    """Parse the command line, then merge file and overrides, validate, freeze and set up the run.
-
-    Returns:
-        (cfg, args, run_dir)
-    """
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict | None]:
+    """The command line, with ``--resume``'s path told apart from a first override."""
     args = parse_command_line(build_parser(), argv)
     if args.resume and not os.path.exists(args.resume) and CONFIG_KEY.match(args.resume):
         # "--resume SOLVER.MAX_EPOCHS 9": argparse took the first override as the path.
         args.opts.insert(0, args.resume)
         args.resume = ""
-    extra = {"EVALUATE_ONLY": True} if args.eval_only else None
-    cfg, run_dir = default_setup(args.config_file, args.opts, extra)
-    return cfg, args, run_dir
+    return args, ({"EVALUATE_ONLY": True} if args.eval_only else None)
+
+
+def _resume_state(cfg, args) -> tuple[str, dict] | None:
+    """(path, content) of the checkpoint ``--resume`` continues from, or None without it."""
+    if args.resume is None:
+        return None
+    path = args.resume or Checkpointer.find_last(cfg.OUTPUT_DIR or "output")
+    return path, load_file(path)
 
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
-    cfg, args, run_dir = setup(argv)
+    args, extra = parse(argv)
+    cfg = load_run_config(args.config_file, args.opts, extra)
     device, note = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
+    distributed = init_distributed(device.type)   # before any rank-dependent work
+    setup_logger("reid", None, get_rank())
+    if not cfg.EVALUATE_ONLY:
+        check_batch_identities(cfg, get_world_size())
+    resume = _resume_state(cfg, args)
+    if resume is not None and int(resume[1].get("epoch", 0)) >= cfg.SOLVER.MAX_EPOCHS:
+        logger.info("%s: all %d epochs (SOLVER.MAX_EPOCHS) are done, nothing to train. Raise "
+                    "SOLVER.MAX_EPOCHS to continue training.", resume[0],
+                    cfg.SOLVER.MAX_EPOCHS)
+        return 0
+    check_output_dir(cfg.OUTPUT_DIR)
+    run_dir = start_run(cfg, args.config_file, args.opts)
     if note:
         logger.info(note)
-    distributed = init_distributed(device.type)
     logger.info("Device: %s, processes: %d", device, get_world_size())
+    try:
+        return run(cfg, device, distributed, run_dir, resume)
+    except UserError:
+        discard_run_dir(run_dir)   # a run that failed before writing anything leaves no folder
+        raise
 
+
+def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
+        resume: tuple[str, dict] | None) -> int:
+    """Build everything from the config, then evaluate only or train; the exit status."""
     train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
     model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens)
 
@@ -100,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, model, criterion, optimizer, scheduler,
                       (train_loader, query_loader, gallery_loader), dataset, device, run_dir,
                       center_optimizer)
-    if args.resume is not None:
-        trainer.resume(args.resume or Checkpointer.find_last(cfg.OUTPUT_DIR or "output"))
+    if resume is not None:
+        trainer.resume(*resume)
     try:
         trainer.train()
     except Interrupted as e:
         logger.warning("%s", e)
-        return 130
+        return e.exit_code
     return 0
 
 

@@ -1,26 +1,32 @@
 """Command-line parsing and run set-up shared by every entry point.
 
 ``default_argument_parser`` gives the options of ``main_baseline.py`` (and the other commands
-take the same ``--config_file`` and ``KEY VALUE`` overrides); ``default_setup`` merges and
-validates the config, creates ``OUTPUT_DIR/<timestamp>/``, starts logging, writes
-``config.yaml`` and ``env.txt`` and seeds python, numpy and torch.
+take the same ``--config_file`` and ``KEY VALUE`` overrides); ``load_run_config`` merges and
+validates the config; ``start_run`` (after the process group exists) creates
+``OUTPUT_DIR/<timestamp>/`` on rank 0, starts logging, writes ``config.yaml`` and ``env.txt``
+and seeds python, numpy and torch per rank; ``discard_run_dir`` removes the folder of a run
+that failed before doing any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from yacs.config import CfgNode
 
 from config import load_cfg
-from utils.comm import get_rank, is_main_process
+from utils.comm import get_rank, get_world_size, is_main_process
 from utils.env import collect_env_info
 from utils.errors import UserError
 from utils.logger import setup_logger
@@ -58,10 +64,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_output_dir(output_dir: str) -> str:
+    """Create OUTPUT_DIR if needed and check that a run folder can be written in it.
+
+    Called before any work starts, so that a wrong OUTPUT_DIR costs nothing.
+
+    Returns:
+        The folder ("output" when OUTPUT_DIR is empty).
+
+    Raises:
+        UserError: the path (or a parent) is a file, or the folder cannot be created or written;
+            the message names the path.
+    """
+    root = output_dir or "output"
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserError(f"OUTPUT_DIR '{root}' cannot be written ({reason}): set OUTPUT_DIR to a "
+                        "folder you can write, e.g. OUTPUT_DIR output/my_run.") from None
+    return root
+
+
 def make_run_dir(output_dir: str) -> str:
     """Create a new ``output_dir/<timestamp>[-n]/`` folder; two runs never share one."""
-    root = output_dir or "output"
-    os.makedirs(root, exist_ok=True)
+    root = check_output_dir(output_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = os.path.join(root, stamp if n == 0 else f"{stamp}-{n}")
@@ -73,21 +102,66 @@ def make_run_dir(output_dir: str) -> str:
     raise UserError(f"Could not create a new run folder in '{root}'.")
 
 
-def default_setup(config_file: str | None, opts: list[str], extra: dict | None = None,
-                  write_files: bool = True) -> tuple[CfgNode, str | None]:
-    """Merge ``config_file`` and ``opts`` over the defaults, validate, freeze and set the run up.
+def check_batch_identities(cfg: CfgNode, world_size: int) -> None:
+    """Raise a UserError when a training batch of one process holds a single identity.
+
+    The batch-hard triplet and AITL losses compare an anchor with other identities of its
+    batch: with one identity they are exactly 0 and train nothing.
+    """
+    if cfg.DATALOADER.SAMPLER == "softmax":   # random batches, no identity structure
+        return
+    per_process = cfg.SOLVER.SEQS_PER_BATCH // world_size
+    if per_process // cfg.DATALOADER.NUM_INSTANCE >= 2:
+        return
+    where = f" per process ({world_size} processes)" if world_size > 1 else ""
+    raise UserError(
+        f"SOLVER.SEQS_PER_BATCH {cfg.SOLVER.SEQS_PER_BATCH} with DATALOADER.NUM_INSTANCE "
+        f"{cfg.DATALOADER.NUM_INSTANCE} gives batches of one identity{where}: the triplet and "
+        "AITL losses need at least two identities per batch and process (with one they are "
+        "exactly 0). Set SOLVER.SEQS_PER_BATCH to at least "
+        f"{2 * cfg.DATALOADER.NUM_INSTANCE * world_size}, or lower DATALOADER.NUM_INSTANCE.")
+
+
+SETUP_FILES = {"log.txt", "config.yaml", "env.txt"}
+
+
+def discard_run_dir(run_dir: str | None) -> None:
+    """Remove a run folder that holds nothing but its set-up files (a run that failed to start).
+
+    A folder with anything else (a checkpoint, metrics.json, pictures) is kept.
+    """
+    if not run_dir or not os.path.isdir(run_dir) or set(os.listdir(run_dir)) - SETUP_FILES:
+        return
+    logger = logging.getLogger("reid")
+    for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(h)
+        h.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def load_run_config(config_file: str | None, opts: list[str],
+                    extra: dict | None = None) -> CfgNode:
+    """Merge ``config_file`` and ``opts`` (then ``extra``) over the defaults, validate, freeze.
 
     Args:
         config_file: yml file (may be None for the defaults).
         opts: ``KEY VALUE`` overrides.
         extra: more overrides applied before validation (e.g. ``{"EVALUATE_ONLY": True}``).
-        write_files: create the run folder (rank 0 only) with log.txt, config.yaml and env.txt.
-
-    Returns:
-        The frozen config and the run folder (None on other ranks or without ``write_files``).
     """
     extra_opts = [x for k, v in (extra or {}).items() for x in (k, repr(v))]
-    cfg = load_cfg(config_file, list(opts or []) + extra_opts)
+    return load_cfg(config_file, list(opts or []) + extra_opts)
+
+
+def start_run(cfg: CfgNode, config_file: str | None, opts: list[str],
+              write_files: bool = True) -> str | None:
+    """Set a run up: the run folder (rank 0) with config.yaml and env.txt, logging, seeds.
+
+    Call it after ``utils.comm.init_distributed``: only rank 0 writes a folder, and every
+    process gets its own seed ``RANDOM_SEED + rank``.
+
+    Returns:
+        The run folder (None on other ranks or without ``write_files``).
+    """
     run_dir = None
     if write_files and is_main_process():
         run_dir = make_run_dir(cfg.OUTPUT_DIR)
@@ -102,4 +176,19 @@ def default_setup(config_file: str | None, opts: list[str], extra: dict | None =
     logger.info("Config file %s merged with overrides %s", config_file, list(opts or []))
     logger.debug("Running with config:\n%s", cfg.dump())
     seed_everything(cfg.RANDOM_SEED + get_rank())
-    return cfg, run_dir
+    if get_world_size() > 1:   # each process's own seed, as the processes report it
+        seeds = [None] * get_world_size()
+        dist.all_gather_object(seeds, torch.initial_seed())
+        logger.info("Seeds of the %d processes (RANDOM_SEED + rank): %s", len(seeds), seeds)
+    return run_dir
+
+
+def default_setup(config_file: str | None, opts: list[str], extra: dict | None = None,
+                  write_files: bool = True) -> tuple[CfgNode, str | None]:
+    """:func:`load_run_config` then :func:`start_run` (for one-process commands).
+
+    Returns:
+        The frozen config and the run folder (None on other ranks or without ``write_files``).
+    """
+    cfg = load_run_config(config_file, opts, extra)
+    return cfg, start_run(cfg, config_file, opts, write_files)

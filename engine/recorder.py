@@ -105,11 +105,12 @@ class RunRecorder:
                     record["seconds"], record["clips_per_s"], record["lr"], record["total"])
 
     def close(self) -> None:
-        """Close TensorBoard and draw ``curves.png`` of the history (with a run folder)."""
+        """Close TensorBoard and draw ``curves.png`` of the history (with a run folder and a
+        history to draw)."""
         if self.tb is not None:
             self.tb.close()
             self.tb = None
-        if self.run_dir:
+        if self.run_dir and (self.history["epochs"] or self.history["evaluations"]):
             path = plot_curves(self.history["epochs"], self.history["evaluations"],
                                os.path.join(self.run_dir, "curves.png"))
             logger.info("Training curves: %s", path)

@@ -44,7 +44,21 @@ class NonFiniteLossError(UserError):
 
 
 class Interrupted(Exception):
-    """Raised after SIGINT/SIGTERM once the interruption checkpoint is written."""
+    """Raised after SIGINT/SIGTERM: the run stops (exit status ``128 + signum``).
+
+    After the first signal the interruption checkpoint is written first; a second signal
+    stops at once (``checkpoint`` False).
+    """
+
+    def __init__(self, message: str, signum: int, checkpoint: bool = True) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        """The shell convention: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
 
 
 Timer = Callable[[str], AbstractContextManager]
@@ -57,13 +71,22 @@ def _no_timer(_phase: str) -> AbstractContextManager:
 class _EpochMeter:
     """Loss terms, clip count and time of one epoch; one host sync per logging window."""
 
-    def __init__(self) -> None:
-        self.names: list[str] | None = None
+    def __init__(self, state: dict | None = None) -> None:
+        """``state``: :meth:`state` of an interrupted epoch, to continue its sums and time."""
+        state = state or {}
+        self.names: list[str] | None = state.get("names")
         self.window: list[torch.Tensor] = []   # stacked terms of the iterations since the flush
-        self.sums: torch.Tensor | None = None
-        self.steps = 0
-        self.clips = 0
-        self.start = time.perf_counter()
+        self.sums: torch.Tensor | None = (torch.tensor(state["sums"], dtype=torch.float64)
+                                          if state.get("sums") is not None else None)
+        self.steps = int(state.get("steps", 0))
+        self.clips = int(state.get("clips", 0))
+        self.start = time.perf_counter() - float(state.get("seconds", 0.0))
+
+    def state(self) -> dict:
+        """The partial epoch (flushed sums, counts, seconds) as plain numbers, for a checkpoint."""
+        return {"names": self.names, "steps": self.steps, "clips": self.clips,
+                "seconds": self.elapsed(),
+                "sums": None if self.sums is None else self.sums.tolist()}
 
     def add(self, losses: dict[str, torch.Tensor], clips: int) -> None:
         if self.names is None:
@@ -76,7 +99,8 @@ class _EpochMeter:
         """(n, terms) values of the window, added to the epoch sums; the window restarts."""
         values = torch.stack(self.window)
         self.window = []
-        self.sums = values.sum(0) if self.sums is None else self.sums + values.sum(0)
+        total = values.double().sum(0).cpu()
+        self.sums = total if self.sums is None else self.sums + total
         return values
 
     def elapsed(self) -> float:
@@ -128,6 +152,9 @@ class Trainer:
         self.best_r1 = -1.0
         self.recorder = RunRecorder(run_dir)
         self._stop_signal: int | None = None
+        self._evaluating = False
+        self._epoch_meter: _EpochMeter | None = None   # the epoch being trained
+        self._resumed_meter: dict | None = None        # an interrupted epoch's partial sums
 
     # ------------------------------------------------------------------ state
     @property
@@ -147,6 +174,8 @@ class Trainer:
             "iteration": self.iteration,
             "best_r1": self.best_r1,
             "history": self.recorder.state(),
+            "partial_epoch": (self._epoch_meter.state() if self.iteration and
+                              self._epoch_meter is not None else None),
             "rng": capture_rng_state(),
             "config": self.cfg.dump(),
         }
@@ -154,9 +183,10 @@ class Trainer:
             state["center_optimizer"] = self.center_optimizer.state_dict()
         return state
 
-    def resume(self, path: str) -> None:
-        """Load a checkpoint written by :meth:`save` and continue after it."""
-        state = load_file(path)
+    def resume(self, path: str, state: dict | None = None) -> None:
+        """Load a checkpoint written by :meth:`save` (``state``: its content, when already
+        loaded) and continue after it."""
+        state = load_file(path) if state is None else state
         if not isinstance(state, dict) or "optimizer" not in state or "model" not in state:
             raise UserError(f"'{path}' is not a full training checkpoint of this project "
                             "(no optimizer state): use it with TEST.WEIGHT or "
@@ -172,6 +202,7 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.best_r1 = float(state["best_r1"])
         self.recorder.load_state(state["history"])
+        self._resumed_meter = state.get("partial_epoch")
         restore_rng_state(state["rng"])
         logger.info("Resumed from %s: %d epochs done%s.", path, self.epoch,
                     f" and {self.iteration} iterations of the next" if self.iteration else "")
@@ -188,6 +219,7 @@ class Trainer:
     def evaluate(self, epoch: int) -> dict | None:
         """Evaluate on rank 0 (other ranks wait); record, log and keep the best rank-1 model."""
         results = None
+        self._evaluating = True
         if is_main_process():
             results = evaluate(self.bare_model, self.query_loader, self.gallery_loader,
                                self.device, **evaluation_kwargs(self.cfg, self.dataset,
@@ -203,15 +235,32 @@ class Trainer:
                 atomic_save(self.bare_model.state_dict(), path)
                 logger.info("New best rank-1 %.2f%%: saved %s", 100 * results["R1"], path)
         synchronize()
+        self._evaluating = False
         return results
 
     # ------------------------------------------------------------------ training
     def _handle_signal(self, signum, frame) -> None:  # noqa: ARG002
         if self._stop_signal is not None:   # second signal: stop now
-            raise KeyboardInterrupt
+            raise Interrupted(f"Stopped at once by a second signal ({signum}); no checkpoint "
+                              "was written after the last one. Continue with --resume.", signum,
+                              checkpoint=False)
         self._stop_signal = signum
-        logger.warning("Received signal %d: finishing this iteration, then saving a checkpoint.",
-                       signum)
+        if self._evaluating:
+            logger.warning("Received signal %d during the evaluation: it finishes first, then "
+                           "a checkpoint is saved and the run stops (a second signal stops at "
+                           "once).", signum)
+        else:
+            logger.warning("Received signal %d: finishing this iteration, then saving a "
+                           "checkpoint (a second signal stops at once).", signum)
+
+    def _stop_if_signalled(self, epoch: int, it: int) -> None:
+        """After a signal: write the interruption checkpoint and raise :class:`Interrupted`."""
+        if self._stop_signal is None:
+            return
+        self.save("interrupted")
+        where = f"at epoch {epoch}, iteration {it}" if it else f"after epoch {epoch}"
+        raise Interrupted(f"Stopped by signal {self._stop_signal} {where}; continue with "
+                          "--resume.", self._stop_signal)
 
     def train(self) -> dict | None:
         """Run the remaining epochs; returns the last evaluation results (rank 0)."""
@@ -236,6 +285,8 @@ class Trainer:
                     results = self._evaluate_or_save(epoch)
                 if epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs:
                     self.save(f"checkpoint_ep{epoch}")
+                if epoch < max_epochs:
+                    self._stop_if_signalled(epoch, 0)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
@@ -309,7 +360,8 @@ class Trainer:
         skip = self._start_epoch(epoch)
         num_iters = len(self.train_loader)
         lr = self.optimizer.param_groups[0]["lr"]
-        meter = _EpochMeter()
+        meter = self._epoch_meter = _EpochMeter(self._resumed_meter if self.iteration else None)
+        self._resumed_meter = None
         bar = tqdm(total=num_iters, initial=self.iteration,
                    desc=f"epoch {epoch}/{self.cfg.SOLVER.MAX_EPOCHS}",
                    disable=None if is_main_process() else True, leave=False, dynamic_ncols=True)
@@ -327,9 +379,7 @@ class Trainer:
             if self._stop_signal is not None:
                 bar.close()
                 self.epoch = epoch - 1
-                self.save("interrupted")
-                raise Interrupted(f"Stopped by signal {self._stop_signal} at epoch {epoch}, "
-                                  f"iteration {it}; continue with --resume.")
+                self._stop_if_signalled(epoch, it)
         bar.close()
         if meter.sums is not None:
             self.recorder.epoch(meter.record(epoch, lr))

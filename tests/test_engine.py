@@ -91,17 +91,43 @@ def test_sync_bn_conversion_counts_every_batchnorm():
     assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
 
 
-def test_torchrun_two_processes_gloo(tiny_mars, tmp_path):
-    out = tmp_path / "ddp"
+def torchrun(*args: str, port: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", str(ROOT / "tests" / "ddp_check.py"), str(tiny_mars),
-           str(out)]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+           "--master_port", str(port), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_sampler_split(tiny_mars, tmp_path):
+    r = torchrun(str(ROOT / "tests" / "ddp_check.py"), str(tiny_mars), str(tmp_path), port=29517)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ddp-check: sampler split ok" in r.stdout
-    (run,) = run_dirs(out)                       # rank 0 alone writes one run folder
+
+
+def test_torchrun_command_line_writes_one_run_with_per_rank_seeds(tiny_mars, tmp_path):
+    """The real command line under torchrun (2 processes, gloo): rank 0 alone writes one run
+    folder and logs each line once; every process has its own seed."""
+    out = tmp_path / "ddp"
+    opts = [*tiny_opts(tiny_mars, out, epochs=1), "SOLVER.SEQS_PER_BATCH", "8"]
+    r = torchrun("main_baseline.py", "--config_file", "", *opts, port=29518)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run,) = run_dirs(out)
     assert (run / "checkpoint_ep1.pth").exists()
+    assert r.stdout.count("Run folder:") == 1 and r.stdout.count("Epoch 1 done") == 1
+    log = (run / "log.txt").read_text()
+    assert log.count("Epoch 1 done") == 1 and "processes: 2" in log
+    assert "Seeds of the 2 processes (RANDOM_SEED + rank): [999, 1000]" in log
+
+
+def test_one_identity_per_batch_and_process_is_an_error(tiny_mars, tmp_path, capsys):
+    out = tmp_path / "one_id"
+    code = main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out),
+                               "SOLVER.SEQS_PER_BATCH", "2", "DATALOADER.NUM_INSTANCE", "2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.SEQS_PER_BATCH 2 with DATALOADER.NUM_INSTANCE 2" in err
+    assert "at least two identities" in err and "at least 4" in err
+    assert not out.exists() or not any(out.iterdir())     # checked before any work
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yml")))

@@ -2,6 +2,7 @@
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,10 +25,12 @@ class _SignalAfter:
         self.criterion.to(*args, **kwargs)
         return self
 
+    signum = signal.SIGTERM
+
     def __call__(self, *args):
         self.calls += 1
         if self.calls == self.n:
-            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(self.signum)
         return self.criterion(*args)
 
 
@@ -63,18 +66,106 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tiny_mars, tmp_path
     n = iterations_per_epoch(tiny_mars, full)
     assert n >= 3
     _patch_loss(monkeypatch, _SignalAfter, n + 2)      # the second iteration of epoch 2
-    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2)]) == 130
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2)]) == 143
     monkeypatch.undo()
     (first,) = run_dirs(part)
     state = load_file(str(first / "interrupted.pth"))
     assert (first / "last_checkpoint").read_text().strip() == "interrupted.pth"
     assert state["epoch"] == 1 and state["iteration"] == 2
+    assert (first / "curves.png").is_file()            # an interrupted run still draws them
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
                                "--resume", str(first / "interrupted.pth")]) == 0
     a = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))["model"]
     b = load_file(str(run_dirs(part)[-1] / "checkpoint_ep2.pth"))["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # the interrupted epoch's record covers all its iterations, as in the uninterrupted run
+    ref = json.loads((run_dirs(full)[0] / "metrics.json").read_text())["epochs"]
+    got = json.loads((run_dirs(part)[-1] / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in got] == [1, 2]
+    for key in [k for k in ref[1] if k.startswith("loss_") or k == "total"]:
+        assert got[1][key] == pytest.approx(ref[1][key], rel=1e-6), key
+    batch = 4 * n                                     # tiny_opts: 4 clips per iteration
+    assert got[1]["clips_per_s"] * got[1]["seconds"] == pytest.approx(batch, rel=1e-6)
+
+
+def test_sigint_exits_130(tiny_mars, tmp_path, monkeypatch):
+    _patch_loss(monkeypatch, _SignalAfter, 2)
+    monkeypatch.setattr(_SignalAfter, "signum", signal.SIGINT, raising=False)
+    out = tmp_path / "int"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 2)]) == 130
+    assert load_file(str(run_dirs(out)[0] / "interrupted.pth"))["iteration"] == 2
+
+
+class _TwoSignals(_SignalAfter):
+    """Raises SIGTERM twice in the same iteration: the second stops at once."""
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+        return self.criterion(*args)
+
+
+def test_a_second_signal_stops_at_once_without_a_traceback(tiny_mars, tmp_path, monkeypatch,
+                                                           capsys):
+    _patch_loss(monkeypatch, _TwoSignals, 2)
+    out = tmp_path / "twice"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 2)]) == 143
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "second signal" in captured.out
+    (run,) = run_dirs(out)
+    assert not (run / "interrupted.pth").exists()      # no checkpoint of a half-done step
+
+
+def test_a_signal_during_evaluation_waits_for_it(tiny_mars, tmp_path, monkeypatch, capsys):
+    import engine.trainer as trainer_module
+
+    real = trainer_module.evaluate
+
+    def signalled(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", signalled)
+    out = tmp_path / "eval_sig"
+    opts = [*tiny_opts(tiny_mars, out, 3), "SOLVER.EVAL_PERIOD", "1"]
+    assert main_baseline.main(["--config_file", "", *opts]) == 143
+    assert "during the evaluation: it finishes first" in capsys.readouterr().out
+    (run,) = run_dirs(out)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["evaluations"]] == [1]      # it finished
+    state = load_file(str(run / "interrupted.pth"))
+    assert (state["epoch"], state["iteration"]) == (1, 0)
+    monkeypatch.undo()
+    assert main_baseline.main(["--config_file", "", *opts, "--resume"]) == 0
+    assert load_file(str(run_dirs(out)[-1] / "checkpoint_ep3.pth"))["epoch"] == 3
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file", "proc"])
+def test_an_output_dir_that_cannot_be_written(tiny_mars, tmp_path, capsys, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = {"file": blocker, "under_a_file": blocker / "runs",
+           "proc": Path("/proc/reid_no_such_dir/runs")}[where]
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: OUTPUT_DIR '{out}' cannot be written")
+    assert "Traceback" not in captured.err + captured.out
+    assert blocker.read_text() == "x"
+
+
+def test_resuming_a_finished_run_says_so_and_makes_no_folder(tiny_mars, tmp_path, capsys):
+    out = tmp_path / "done"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 1)]) == 0
+    before = run_dirs(out)
+    capsys.readouterr()
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 1),
+                               "--resume"]) == 0
+    assert run_dirs(out) == before
+    assert "all 1 epochs (SOLVER.MAX_EPOCHS) are done, nothing to train" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_with_term_name_and_keeps_checkpoint(tiny_mars, tmp_path, monkeypatch,
