@@ -10,6 +10,7 @@ import torch
 import yaml
 from yacs.config import CfgNode as CN
 
+from config.defaults import _C
 from utils.errors import UserError
 
 BACKBONES = (
@@ -29,7 +30,7 @@ CHOICES: dict[str, tuple] = {
     "MODEL.IF_WITH_CENTER": ("yes", "no"),
     "MODEL.METRIC_LOSS_TYPE": ("triplet", "center", "triplet_center"),
     "MODEL.IF_LABELSMOOTH": ("on", "off"),
-    "DATASETS.NAME": ("mars", "duke", "ilidsvid", "prid"),
+    "DATASETS.NAME": ("mars", "duke", "ilidsvid", "prid", "folder"),
     "DATASETS.TRAIN_SAMPLE_METHOD": ("random", "evenly"),
     "DATASETS.TEST_SAMPLE_METHOD": ("dense", "evenly", "random"),
     "DATASETS.ATTRIBUTE_LOSS": ("bce", "mce"),
@@ -82,15 +83,22 @@ def _get(cfg: CN, dotted: str):
     return node
 
 
+def _suggest(key: str, valid: list[str]) -> str:
+    """" Did you mean ...?" for an unknown key: the same key in capitals or in another
+    section (``max_epochs`` -> SOLVER.MAX_EPOCHS), else the closest spellings."""
+    last = key.rsplit(".", 1)[-1].upper()
+    close = [v for v in valid if v.upper() == key.upper() or v.rsplit(".", 1)[-1] == last]
+    close = close or difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def _check_keys(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
     """Raise a UserError for the first key of ``other`` that ``cfg`` does not have."""
     valid = _all_keys(cfg)
     for k, v in other.items():
         full = f"{prefix}{k}"
         if full not in valid:
-            close = difflib.get_close_matches(full, valid, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise UserError(f"Unknown config key '{full}' in {source}.{hint}")
+            raise UserError(f"Unknown config key '{full}' in {source}.{_suggest(full, valid)}")
         if isinstance(v, dict):
             _check_keys(cfg, v, source, full + ".")
 
@@ -125,10 +133,24 @@ def _coerce(value, default, key: str, source: str):
     elif isinstance(default, (list, tuple)):
         if isinstance(value, (list, tuple)):
             return type(default)(value)
+        raise UserError(f"Config key {key} in {source} expects a list, e.g. [{value!r}] "
+                        f"(default {_default_of(key)!r}); got {value!r}.")
+    elif isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)                                 # MAX_EPOCHS: 2.0
     if type(value) is type(default):
         return value
-    raise UserError(f"Config key {key} in {source} expects a {type(default).__name__} "
-                    f"(default {default!r}); got {value!r}.")
+    kind = type(default).__name__
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise UserError(f"Config key {key} in {source} expects {article} {kind} "
+                    f"(default {_default_of(key)!r}); got {value!r}.")
+
+
+def _default_of(key: str):
+    """The value of ``key`` in config/defaults.py (not the value a yml merged before)."""
+    node = _C
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def _merge(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
@@ -147,6 +169,9 @@ BASE_KEY = "_BASE_"
 
 
 def _read_yaml(path: str) -> dict:
+    if os.path.isdir(path):
+        raise UserError(f"Config file '{path}' is a folder: pass one of its yml files to "
+                        "--config_file (e.g. configs/mars_aitl.yml).")
     if not os.path.isfile(path):
         raise UserError(f"Config file not found: '{path}'. Pass an existing file to --config_file "
                         "(the shipped ones are in configs/).")

@@ -223,3 +223,30 @@ def test_dataset_configs_state_only_what_differs_from_the_paper_run(name, tmp_pa
     saved.write_text(c.dump())
     again = load_cfg(str(saved))
     assert again.dump() == c.dump()
+
+
+def test_messages_of_common_mistakes(tmp_path):
+    """A lowercase key names the real one, a folder is called a folder, the default shown is
+    config/defaults.py's, a scalar for a list shows the list form, 2.0 is an integer."""
+    lower = tmp_path / "lower.yml"
+    lower.write_text("max_epochs: 2\n")
+    with pytest.raises(UserError, match=r"Unknown config key 'max_epochs'.*Did you mean "
+                                        r"SOLVER\.MAX_EPOCHS\?"):
+        load_cfg(str(lower))
+    with pytest.raises(UserError, match=r"Config file '.*configs' is a folder"):
+        load_cfg(str(ROOT / "configs"))
+    base = tmp_path / "base.yml"
+    base.write_text("SOLVER:\n  MAX_EPOCHS: 30\n")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("_BASE_: base.yml\nSOLVER:\n  MAX_EPOCHS: fast\n")
+    with pytest.raises(UserError, match=r"SOLVER\.MAX_EPOCHS .* expects an int \(default 50\); "
+                                        r"got 'fast'"):
+        load_cfg(str(bad))
+    with pytest.raises(UserError, match=r"SOLVER\.STEPS .* expects a list, e\.g\. \[20\]"):
+        load_cfg(None, ["SOLVER.STEPS", "20"])
+    whole = tmp_path / "whole.yml"
+    whole.write_text("SOLVER:\n  MAX_EPOCHS: 2.0\n")
+    c = load_cfg(str(whole))
+    assert c.SOLVER.MAX_EPOCHS == 2 and isinstance(c.SOLVER.MAX_EPOCHS, int)
+    with pytest.raises(UserError, match=r"SOLVER\.MAX_EPOCHS .* expects an int"):
+        load_cfg(None, ["SOLVER.MAX_EPOCHS", "2.5"])
