@@ -94,3 +94,18 @@ def test_decode_attribute_logits_bce_and_mce():
                        decode_attribute_logits(heads, MARS_LENS, "mce"))
     with pytest.raises(ValueError):
         decode_attribute_logits(cat[:, :-1], MARS_LENS, "flat")
+
+
+def test_an_empty_attribute_cell_is_called_empty(tmp_path):
+    import csv
+
+    from data.attributes import MARS_SCHEMA, load_attribute_table
+    from utils.errors import UserError
+
+    path = tmp_path / "mars_attributes.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["person_id", "camera_id", "tracklets_id", *MARS_SCHEMA.names])
+        w.writerow([1, 1, 1, *[0] * (len(MARS_SCHEMA.names) - 1), ""])
+    with pytest.raises(UserError, match=r"line 2, column 'bottom type': the cell is empty\."):
+        load_attribute_table(str(path), MARS_SCHEMA)
