@@ -23,6 +23,7 @@ from engine import (
     CONFIG_KEY,
     Interrupted,
     Trainer,
+    configure_backends,
     default_argument_parser,
     parse_command_line,
     run_cli,
@@ -108,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
         resume: tuple[str, dict] | None) -> int:
     """Build everything from the config, then evaluate only or train; the exit status."""
+    configure_backends(device, training=not cfg.EVALUATE_ONLY)
     train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, device=device)
 
     if cfg.EVALUATE_ONLY:
         load_model_weights(model, load_file(cfg.TEST.WEIGHT),
@@ -119,8 +121,6 @@ def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
         return 0
 
     model.to(device)
-    if cfg.MODEL.CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last)
     if distributed:
         model = wrap_distributed(model, device, cfg.MODEL.SYN_BN)
     criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,

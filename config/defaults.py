@@ -28,6 +28,8 @@ _C.MODEL.LAST_STRIDE = 1
 _C.MODEL.PRETRAIN_PATH = ""
 # "imagenet": backbone weights; "self": a whole-model checkpoint; "none": random initialisation
 _C.MODEL.PRETRAIN_CHOICE = "imagenet"
+# New: allow "imagenet" weights covering only part of the backbone (e.g. resnet18's for resnet34)
+_C.MODEL.PRETRAIN_PARTIAL = False
 # Temporal fusion: "baseline" (no attention), "TA" (temporal attention), "ATTR_TA" (the paper)
 _C.MODEL.FUSION_METHOD = "ATTR_TA"
 # Head: "bnneck" (BatchNorm before the bias-free classifier) or "no"
@@ -40,8 +42,9 @@ _C.MODEL.METRIC_LOSS_TYPE = "triplet"
 _C.MODEL.IF_LABELSMOOTH = "on"
 # New: activation checkpointing of the backbone stages (same results, much less memory)
 _C.MODEL.GRAD_CHECKPOINT = False
-# New: channels_last memory format for the convolutions (faster on tensor-core GPUs)
-_C.MODEL.CHANNELS_LAST = False
+# New: channels_last memory format for the convolutions, the same outputs: "auto" (on where it
+# is measured faster: CPUs and CUDA GPUs, see modeling.resolve_channels_last), True or False
+_C.MODEL.CHANNELS_LAST = "auto"
 # New: ReLU in the stem of the plain ResNets (resnet18 ... resnet152). False = the original
 # (and the paper's) conv1 -> bn1 -> max-pool; True = torchvision's architecture. IBN-a and the
 # SE family always have it.

@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple] = {
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.FEAT_NORM": ("yes", "no"),
     "TEST.TEMPORAL_POOL_METHOD": ("avg", "max"),
+    "MODEL.CHANNELS_LAST": (True, False, "auto"),
     "DISTANCE": ("cosine", "euclid"),
 }
 
@@ -103,6 +104,20 @@ def _check_keys(cfg: CN, other: dict, source: str, prefix: str = "") -> None:
             _check_keys(cfg, v, source, full + ".")
 
 
+# Keys that take True, False or "auto" (a yml bool, or True/False/auto in any case).
+AUTO_BOOLS = ("MODEL.CHANNELS_LAST",)
+
+
+def _auto_bool(value, key: str, source: str) -> bool | str:
+    """True, False or "auto" from a yml or command-line value of an :data:`AUTO_BOOLS` key."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if isinstance(value, bool) or word in ("true", "false"):
+        return value if isinstance(value, bool) else word == "true"
+    if word == "auto":
+        return "auto"
+    raise UserError(f"Config key {key} in {source} takes True, False or auto; got {value!r}.")
+
+
 def _coerce(value, default, key: str, source: str):
     """Convert ``value`` (from yaml or the command line) to the type of ``default``.
 
@@ -110,7 +125,10 @@ def _coerce(value, default, key: str, source: str):
     for string-typed keys, where a literal only counts when it is itself a string (the
     original's ``DEVICE_ID: ('0')``); unquoted numbers for string keys (``DEVICE_ID: 0``) are
     accepted. Lists and tuples are interchangeable and ints are accepted for floats.
+    :data:`AUTO_BOOLS` keys take a bool or "auto".
     """
+    if key in AUTO_BOOLS:
+        return _auto_bool(value, key, source)
     if isinstance(value, str):
         try:
             parsed = ast.literal_eval(value)

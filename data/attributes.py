@@ -1,4 +1,4 @@
-"""Attribute schemas of MARS and DukeMTMC-VideoReID, the CSV check and reader, the encodings.
+"""Attribute schemas (MARS, Duke, attributes.yml), the CSV check and reader, the encodings.
 
 Every attribute is a class index (0-based, as in the CSV files). The attributes of a dataset
 form two groups (SPEC §2): group 1 holds the 9 ID-irrelevant attributes (motion, pose, ...),
@@ -12,8 +12,9 @@ Encodings (DATASETS.ATTRIBUTE_LOSS):
 * ``"mce"``: one class index per attribute, (n_attr,) int64.
 
 :func:`check_attribute_csv` lists every problem of a CSV (``python -m tools.verify`` reports
-them all); :func:`load_attribute_table` raises the first. :func:`decode_attribute_logits`
-turns model logits back into class indices.
+them all); :func:`load_attribute_table` raises the first. :func:`read_attribute_schema` and
+:func:`write_attribute_schema` read and write the ``attributes.yml`` of a folder dataset (your
+own attributes). :func:`decode_attribute_logits` turns model logits back into class indices.
 
 Example::
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from utils.errors import UserError
 
@@ -39,17 +41,22 @@ __all__ = [
     "DUKE_SCHEMA",
     "KEY_COLUMNS",
     "MARS_SCHEMA",
+    "SCHEMA_GROUPS",
     "check_attribute_csv",
     "decode_attribute_logits",
     "encode_attributes",
     "encode_bce",
     "load_attribute_table",
+    "read_attribute_schema",
     "resolve_columns",
+    "write_attribute_schema",
 ]
 
 KEY_COLUMNS = ("person_id", "camera_id", "tracklets_id")
 
-AttributeKey = tuple[int, int, int]
+# The key cells of a CSV row: (pid, camera, tracklet number), or with text key columns (a
+# folder dataset's tracklet folder name) the text in their place.
+AttributeKey = tuple[int | str, ...]
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,15 @@ class AttributeSchema:
         groups: the attribute names of each group (ID-irrelevant, then ID-relevant).
         lens: the class count of each attribute, per group (same nesting as ``groups``).
         aliases: other CSV spellings accepted for a column, ``{name: (alias, ...)}``.
+        key_columns: the CSV columns that identify a tracklet, before the attributes.
+        text_keys: the key columns read as text (stripped) instead of integers.
     """
 
     groups: tuple[tuple[str, ...], ...]
     lens: tuple[tuple[int, ...], ...]
     aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    key_columns: tuple[str, ...] = KEY_COLUMNS
+    text_keys: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -102,6 +113,78 @@ DUKE_SCHEMA = AttributeSchema(
     aliases=(("muti-person", ("multi-person",)),),
 )
 
+# The two groups of an attributes.yml, in stream order (SPEC §2: ID-irrelevant, ID-relevant).
+SCHEMA_GROUPS = ("id_irrelevant", "id_relevant")
+_FIX_YML = ("attributes.yml holds exactly two keys, id_irrelevant and id_relevant, each a "
+            "mapping of attribute name -> number of classes (an integer >= 1) in CSV column "
+            "order, e.g. 'id_irrelevant: {pose: 3, occlusion: 2}' (README, Your own data)")
+
+
+def read_attribute_schema(path: str, key_columns: Sequence[str] = KEY_COLUMNS,
+                          text_keys: Sequence[str] = ()) -> AttributeSchema:
+    """The :class:`AttributeSchema` of an ``attributes.yml``.
+
+    The file holds exactly the two keys of :data:`SCHEMA_GROUPS`, each a non-empty mapping
+    ``attribute name -> number of classes`` in CSV column order::
+
+        id_irrelevant: {pose: 3, occlusion: 2}
+        id_relevant: {gender: 2, top color: 9}
+
+    Args:
+        path: the yml file.
+        key_columns: the CSV's key columns (before the attributes).
+        text_keys: the key columns that hold text.
+
+    Raises:
+        UserError: the file cannot be read, is not YAML, lacks a group or has another key, a
+            group is empty or not a mapping, a name is not text or repeats (or is a key
+            column), a class count is not an integer >= 1; the message names the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"Cannot read the attribute schema '{path}': {e}. Fix: {_FIX_YML}.") \
+            from None
+    if not isinstance(loaded, dict) or set(loaded) != set(SCHEMA_GROUPS):
+        keys = sorted(map(str, loaded)) if isinstance(loaded, dict) else type(loaded).__name__
+        raise UserError(f"'{path}' must hold the keys {list(SCHEMA_GROUPS)}; it holds {keys}. "
+                        f"Fix: {_FIX_YML}.")
+    groups, lens = [], []
+    for group in SCHEMA_GROUPS:
+        entries = loaded[group]
+        if not isinstance(entries, dict) or not entries:
+            raise UserError(f"'{path}': {group} must be a non-empty mapping of attribute name "
+                            f"-> number of classes; got {entries!r}. Fix: {_FIX_YML}.")
+        for name, count in entries.items():
+            if not isinstance(name, str) or not name.strip():
+                raise UserError(f"'{path}': the {group} attribute name {name!r} is not a text "
+                                "(YAML reads yes/no/on/off and numbers otherwise). Fix: quote "
+                                "it, e.g. \"'yes': 2\".")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise UserError(f"'{path}': attribute '{name}' ({group}) has {count!r} classes; "
+                                f"a class count is an integer >= 1. Fix: {_FIX_YML}.")
+        groups.append(tuple(n.strip() for n in entries))
+        lens.append(tuple(entries.values()))
+    names = [n for g in groups for n in g]
+    repeated = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(key_columns)))
+    if repeated:
+        raise UserError(f"'{path}': the attribute name(s) {repeated} repeat or are key columns "
+                        f"{list(key_columns)}; every CSV column needs its own name. Fix: rename "
+                        "them.")
+    return AttributeSchema(groups=tuple(groups), lens=tuple(lens),
+                           key_columns=tuple(key_columns), text_keys=tuple(text_keys))
+
+
+def write_attribute_schema(path: str, schema: AttributeSchema) -> None:
+    """Write ``schema`` as an ``attributes.yml`` that :func:`read_attribute_schema` reads back."""
+    content = {group: dict(zip(names, counts, strict=True))
+               for group, names, counts in zip(SCHEMA_GROUPS, schema.groups, schema.lens,
+                                               strict=True)}
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(content, f, sort_keys=False, allow_unicode=True)
+
+
 def resolve_columns(header: Sequence[str], schema: AttributeSchema
                     ) -> tuple[list[str | None], list[str]]:
     """Find the key and attribute columns of a CSV header (accepting the schema's aliases).
@@ -111,13 +194,13 @@ def resolve_columns(header: Sequence[str], schema: AttributeSchema
         schema: the dataset's :class:`AttributeSchema`.
 
     Returns:
-        (the header name of each expected column, :data:`KEY_COLUMNS` then ``schema.names``,
+        (the header name of each expected column, ``schema.key_columns`` then ``schema.names``,
         None where absent; the expected names that are absent).
     """
     aliases = dict(schema.aliases)
     present = set(header)
     columns, missing = [], []
-    for name in (*KEY_COLUMNS, *schema.names):
+    for name in (*schema.key_columns, *schema.names):
         found = next((c for c in (name, *aliases.get(name, ())) if c in present), None)
         if found is None:
             missing.append(name)
@@ -159,20 +242,22 @@ def check_attribute_csv(csv_path: str, schema: AttributeSchema
     """Read an attribute CSV and list every problem in it.
 
     The checks: the file reads as CSV; it has the key columns and every attribute of
-    ``schema`` (aliases accepted, extra columns ignored); every key and attribute cell is an
-    integer; every attribute is within ``[0, classes)``; no two lines share a key.
+    ``schema`` (aliases accepted, extra columns ignored); every key cell is an integer (a
+    non-empty text in the ``schema.text_keys`` columns) and every attribute cell an integer
+    within ``[0, classes)``; no two lines share a key.
 
     Args:
-        csv_path: the CSV file (``person_id, camera_id, tracklets_id`` and the attributes).
+        csv_path: the CSV file (``schema.key_columns``, e.g. ``person_id, camera_id,
+            tracklets_id``, and the attributes).
         schema: the dataset's :class:`AttributeSchema`.
 
     Returns:
-        ``(table, problems)``. ``table`` maps the key ``(pid, camera_id [1-based, as in the
-        CSV], tracklet number)`` of every line whose three key cells are integers to its
-        attribute class indices in schema order, -1 for a cell with a problem (a duplicated
-        key keeps its last line); None when the file cannot be read or lacks columns.
-        ``problems`` lists the bad cells line by line (columns in schema order), then each
-        duplicated key (by its first line); it is empty for a valid file.
+        ``(table, problems)``. ``table`` maps the key of every line whose key cells are valid,
+        e.g. ``(pid, camera_id [1-based, as in the CSV], tracklet number)``, to its attribute
+        class indices in schema order, -1 for a cell with a problem (a duplicated key keeps
+        its last line); None when the file cannot be read or lacks columns. ``problems``
+        lists the bad cells line by line (columns in schema order), then each duplicated key
+        (by its first line); it is empty for a valid file.
     """
     try:
         df = pd.read_csv(csv_path, skipinitialspace=True, dtype=str)
@@ -184,35 +269,51 @@ def check_attribute_csv(csv_path: str, schema: AttributeSchema
     if missing:
         return None, [AttributeCsvProblem(
             csv_path, f"'{csv_path}' lacks the column(s) {missing}; expected "
-            f"{[*KEY_COLUMNS, *schema.names]} in this order", _FIX_CSV)]
+            f"{[*schema.key_columns, *schema.names]} in this order", _FIX_CSV)]
     raw = df[columns]
     values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)  # (rows, cols)
     problems, bad = _cell_problems(csv_path, raw, values, schema)
-    n_key = len(KEY_COLUMNS)
+    n_key = len(schema.key_columns)
     good_key = ~bad[:, :n_key].any(axis=1)
     table = np.where(bad, -1, np.nan_to_num(values)).astype(np.int64)[good_key]   # (rows', cols)
+    keys = table[:, :n_key].tolist()
+    for c, name in enumerate(schema.key_columns):
+        if name in schema.text_keys:
+            for key, text in zip(keys, raw.iloc[good_key, c].str.strip(), strict=True):
+                key[c] = text
+    keys = list(map(tuple, keys))
     lines = np.flatnonzero(good_key) + 2                        # 1-based, the header is line 1
-    problems += _duplicate_problems(csv_path, table[:, :n_key], lines)
-    keys, attrs = map(tuple, table[:, :n_key].tolist()), map(tuple, table[:, n_key:].tolist())
-    return dict(zip(keys, attrs, strict=True)), problems
+    problems += _duplicate_problems(csv_path, keys, lines, schema.key_columns)
+    return dict(zip(keys, map(tuple, table[:, n_key:].tolist()), strict=True)), problems
 
 
 def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema: AttributeSchema
                    ) -> tuple[list[AttributeCsvProblem], np.ndarray]:
-    """The problems of the cells (not integers, out of range) and their (rows, cols) mask.
+    """The problems of the cells (not integers, out of range, empty texts) and their mask.
 
     Args:
         raw: the key and attribute columns as read (text, NaN for an empty cell).
         values: ``raw`` as numbers, NaN where a cell is not a number, (rows, cols).
+
+    Returns:
+        (the problems, the (rows, cols) mask of the bad cells).
     """
+    n_key = len(schema.key_columns)
+    text = np.array([c < n_key and name in schema.text_keys
+                     for c, name in enumerate((*schema.key_columns, *schema.names))])
     not_int = np.isnan(values) | (values % 1 != 0)
-    high = np.array([np.inf] * len(KEY_COLUMNS) + schema.flat_lens)
-    low = np.array([-np.inf] * len(KEY_COLUMNS) + [0] * len(schema.flat_lens))
-    outside = ~not_int & ((values < low) | (values >= high))
+    for c in np.flatnonzero(text).tolist():                      # a text key: only not empty
+        not_int[:, c] = raw.iloc[:, c].fillna("").str.strip().eq("").to_numpy()
+    high = np.array([np.inf] * n_key + schema.flat_lens)
+    low = np.array([-np.inf] * n_key + [0] * len(schema.flat_lens))
+    outside = ~not_int & ~text & ((values < low) | (values >= high))
     problems = []
     for row, col in np.argwhere(not_int | outside).tolist():
         cell, column = raw.iat[row, col], raw.columns[col]
-        if not_int[row, col]:
+        empty = cell is None or cell != cell or str(cell).strip() == ""   # NaN: an empty cell
+        if text[col] or (not_int[row, col] and empty):
+            what, fix = "the cell is empty", _FIX_CSV
+        elif not_int[row, col]:
             what, fix = f"{cell!r} is not an integer", _FIX_CSV
         else:
             n = int(high[col])
@@ -225,16 +326,16 @@ def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema:
     return problems, not_int | outside
 
 
-def _duplicate_problems(csv_path: str, keys: np.ndarray, lines: np.ndarray
-                        ) -> list[AttributeCsvProblem]:
-    """One problem per key that several lines share; ``keys`` (n, 3) int, ``lines`` (n,)."""
-    dup = pd.DataFrame(keys).duplicated(keep=False).to_numpy()
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for key, line in zip(map(tuple, keys[dup].tolist()), lines[dup].tolist(), strict=True):
-        groups.setdefault(key, []).append(line)
+def _duplicate_problems(csv_path: str, keys: list[AttributeKey], lines: np.ndarray,
+                        key_columns: Sequence[str]) -> list[AttributeCsvProblem]:
+    """One problem per key that several lines share; ``keys`` and ``lines`` (n,) per line."""
+    dup = pd.Series(keys, dtype=object).duplicated(keep=False).to_numpy()
+    groups: dict[AttributeKey, list[int]] = {}
+    for i in np.flatnonzero(dup).tolist():
+        groups.setdefault(keys[i], []).append(int(lines[i]))
     return [AttributeCsvProblem(
-        csv_path, f"'{csv_path}' has {len(where)} rows sharing a (person_id, camera_id, "
-        f"tracklets_id) key: {key} on lines {where}. Every tracklet needs exactly one row",
+        csv_path, f"'{csv_path}' has {len(where)} rows sharing a ({', '.join(key_columns)}) "
+        f"key: {key} on lines {where}. Every tracklet needs exactly one row",
         _FIX_CSV, tuple(where)) for key, where in groups.items()]
 
 

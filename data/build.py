@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.datasets import DATASET_CLASSES, Tracklet, VideoReIDDataset
 from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
 from data.synthetic import FORMATS, write_synthetic_dataset
@@ -18,7 +19,8 @@ from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
 from utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from utils.errors import UserError
 
-__all__ = ["attribute_mode", "build_dataset", "check_image_files", "make_data_loaders"]
+__all__ = ["attribute_mode", "build_dataset", "check_image_files", "make_data_loaders",
+           "make_test_loader"]
 
 logger = logging.getLogger("reid.data")
 
@@ -28,9 +30,9 @@ IDENTITY_SAMPLERS = ("triplet", "softmax_triplet")
 def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     """Parse the dataset DATASETS.NAME at DATASETS.ROOT_DIR.
 
-    A dataset with attributes (its class has an ``attribute_schema``: MARS and
-    DukeMTMC-VideoReID) reads its attribute CSV when ATTR_RECOG_ON is True (without it,
-    ``attr_lens`` is None and no CSV is needed).
+    A dataset with attributes (its class has an ``attribute_file``: MARS, DukeMTMC-VideoReID
+    and the folder dataset) reads its attribute files when ATTR_RECOG_ON is True (without
+    it, ``attr_lens`` is None and no attribute file is needed).
 
     Raises:
         UserError: empty or missing root, missing files (all listed), malformed annotations.
@@ -45,7 +47,7 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     if cfg.DATASETS.SYNTHETIC.IF_MISSING and not os.path.isdir(root):
         _write_synthetic(cfg)
     cls = DATASET_CLASSES[name]
-    if cls.attribute_schema is not None:
+    if cls.attribute_file is not None:
         return cls(root, attributes=cfg.ATTR_RECOG_ON)
     return cls(root)
 
@@ -54,8 +56,9 @@ def _write_synthetic(cfg: CfgNode) -> None:
     """Write the synthetic dataset of DATASETS.SYNTHETIC at DATASETS.ROOT_DIR (rank 0)."""
     name, root, syn = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR, cfg.DATASETS.SYNTHETIC
     if name not in FORMATS:
-        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes MARS or Duke-format data only; "
-                        f"DATASETS.NAME is {name!r}. Set IF_MISSING False or NAME mars/duke.")
+        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes the {'/'.join(FORMATS)} formats "
+                        f"only; DATASETS.NAME is {name!r}. Set IF_MISSING False or NAME "
+                        f"{'/'.join(FORMATS)}.")
     if is_main_process():
         logger.info("DATASETS.ROOT_DIR %s does not exist: writing a synthetic %s dataset "
                     "(%d ids x %d tracklets x %d frames, %dx%d, seed %d)", root, name, syn.IDS,
@@ -105,6 +108,44 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _loader_options(cfg: CfgNode) -> tuple[dict, dict]:
+    """(DataLoader keyword arguments, dataset keyword arguments shared by all loaders)."""
+    seed = cfg.RANDOM_SEED
+    if seed < 0:
+        raise UserError(f"RANDOM_SEED must be >= 0 (it seeds numpy generators); got {seed}.")
+    workers = cfg.DATALOADER.NUM_WORKERS
+    common = dict(num_workers=workers, persistent_workers=workers > 0,
+                  pin_memory=cfg.MODEL.DEVICE == "cuda" and torch.cuda.is_available(),
+                  worker_init_fn=_worker_init if workers > 0 else None)
+    shared = dict(seq_len=cfg.DATASETS.SEQ_LEN, shuffle_frames=cfg.DATASETS.SHUFFLE_FRAMES,
+                  seed=seed, read_retries=cfg.DATALOADER.READ_RETRIES)
+    return common, shared
+
+
+def make_test_loader(cfg: CfgNode, tracklets: Sequence[Tracklet], stream: str) -> DataLoader:
+    """The evaluation loader of some tracklets: one item per tracklet, every dense clip.
+
+    The loaders of :func:`make_data_loaders` come from here, so the same tracklets and
+    ``stream`` give the same clips (frame order, dense windows) as evaluation.
+
+    Args:
+        cfg: the config (DATASETS.*, INPUT.SIZE_TEST, DATALOADER.*, RANDOM_SEED).
+        tracklets: the tracklets, e.g. ``dataset.query``.
+        stream: the seed stream, a key of :data:`data.video_dataset.STREAMS` ("query",
+            "gallery" or "train").
+
+    Returns:
+        A DataLoader of ``(clips (N, T, 3, H, W), pid, camid, attr_idx (n_attr,))`` items.
+    """
+    common, shared = _loader_options(cfg)
+    test_set = VideoTestDataset(tracklets, transform=build_transforms(cfg, is_train=False),
+                                sample_method=cfg.DATASETS.TEST_SAMPLE_METHOD,
+                                max_clips=cfg.DATASETS.TEST_MAX_SEQ_NUM, stream=STREAMS[stream],
+                                **shared)
+    return DataLoader(test_set, batch_size=None, shuffle=False,
+                      generator=torch.Generator().manual_seed(cfg.RANDOM_SEED), **common)
+
+
 def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
                       ) -> tuple[DataLoader, DataLoader, DataLoader, VideoReIDDataset]:
     """Train, query and gallery loaders of the config, and the dataset.
@@ -130,21 +171,14 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
         dataset = build_dataset(cfg)
     check_image_files(dataset)
     world, rank = get_world_size(), get_rank()
+    common, shared = _loader_options(cfg)
     seed = cfg.RANDOM_SEED
-    if seed < 0:
-        raise UserError(f"RANDOM_SEED must be >= 0 (it seeds numpy generators); got {seed}.")
     batch = cfg.SOLVER.SEQS_PER_BATCH
     if cfg.DATALOADER.SAMPLER in IDENTITY_SAMPLERS:
         batch_sampler = RandomIdentitySampler([t.pid for t in dataset.train], batch,
                                               cfg.DATALOADER.NUM_INSTANCE, seed, world, rank)
     else:
         batch_sampler = RandomBatchSampler(len(dataset.train), batch, seed, world, rank)
-    workers = cfg.DATALOADER.NUM_WORKERS
-    common = dict(num_workers=workers, persistent_workers=workers > 0,
-                  pin_memory=cfg.MODEL.DEVICE == "cuda" and torch.cuda.is_available(),
-                  worker_init_fn=_worker_init if workers > 0 else None)
-    shared = dict(seq_len=cfg.DATASETS.SEQ_LEN, shuffle_frames=cfg.DATASETS.SHUFFLE_FRAMES,
-                  seed=seed, read_retries=cfg.DATALOADER.READ_RETRIES)
     train_set = VideoTrainDataset(
         dataset.train, transform=build_transforms(cfg, is_train=True),
         sample_method=cfg.DATASETS.TRAIN_SAMPLE_METHOD, attr_mode=attribute_mode(cfg, dataset),
@@ -152,19 +186,13 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
     # A private generator: creating loader iterators never touches the global RNG.
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
                               generator=torch.Generator().manual_seed(seed), **common)
-    test_transform = build_transforms(cfg, is_train=False)
-    query_loader, gallery_loader = (
-        DataLoader(VideoTestDataset(tracklets, transform=test_transform,
-                                    sample_method=cfg.DATASETS.TEST_SAMPLE_METHOD,
-                                    max_clips=cfg.DATASETS.TEST_MAX_SEQ_NUM,
-                                    stream=STREAMS[name], **shared),
-                   batch_size=None, shuffle=False,
-                   generator=torch.Generator().manual_seed(seed), **common)
-        for name, tracklets in (("query", dataset.query), ("gallery", dataset.gallery)))
+    query_loader = make_test_loader(cfg, dataset.query, "query")
+    gallery_loader = make_test_loader(cfg, dataset.gallery, "gallery")
     logger.info("Train loader: %d batches of %d tracklets per epoch%s (%s sampler, %d "
                 "workers); test: %d query and %d gallery tracklets, %s clips.",
                 len(batch_sampler), batch_sampler.per_rank,
                 f" per process ({world} processes)" if world > 1 else "",
-                cfg.DATALOADER.SAMPLER, workers, len(dataset.query), len(dataset.gallery),
+                cfg.DATALOADER.SAMPLER, common["num_workers"], len(dataset.query),
+                len(dataset.gallery),
                 cfg.DATASETS.TEST_SAMPLE_METHOD)
     return train_loader, query_loader, gallery_loader, dataset

@@ -1,10 +1,12 @@
-"""Image reading and clip transforms, batched over the frames of a clip (SPEC §2).
+"""Image decoding and clip transforms, batched over the frames of a clip (SPEC §2).
 
 Train: Resize(SIZE_TRAIN) -> RandomHorizontalFlip(PROB) -> Pad(PADDING) ->
 RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing(RE_PROB). Test: Resize ->
-ToTensor -> Normalize. Resizing is done per frame with PIL (bilinear, as torchvision on PIL
-images); everything after it runs on the stacked (T, 3, H, W) tensor. Flip, pad and crop act
-on pixels alone, so doing them after ToTensor gives the same values as the original order.
+ToTensor -> Normalize. JPEG files are decoded by libjpeg-turbo (``torchvision.io.decode_jpeg``,
+the same pixels as PIL's decoder), other formats and files it refuses by PIL. Frames stay uint8
+through resize (per frame with PIL, bilinear, as torchvision on PIL images), flip, pad and crop,
+which act on pixels alone; the clip is converted to float and normalised once, then erased
+(the original erases the normalised tensor).
 
 Every random draw comes from the ``torch.Generator`` passed in (never the global RNG), so a
 clip is a pure function of its generator's seed. ``clip_consistent`` False draws per frame, as
@@ -13,34 +15,81 @@ the original (which transforms frame by frame); True draws once for the whole cl
 
 from __future__ import annotations
 
+import io
+import math
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+try:   # libjpeg-turbo; torchvision 0.29 deprecates it for TorchCodec: PIL when it is gone
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - a future torchvision
+    decode_jpeg = None
 
 from utils.errors import UserError
 
 __all__ = [
     "ClipTransform",
     "build_transforms",
+    "decode_rgb",
     "frames_to_tensor",
     "random_erasing",
-    "random_hflip",
-    "random_pad_crop",
+    "random_hflip_pad_crop",
     "read_image",
 ]
 
+JPEG_MAGIC = b"\xff\xd8"          # start-of-image marker of every JPEG file
+# torchvision 0.29 warns on every decode that its decoders are deprecated (for TorchCodec);
+# they work, and the fallback above covers their removal: no warning per frame.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
+                        "TorchVision are deprecated", category=DeprecationWarning)
 
-def read_image(path: str, retries: int = 3) -> Image.Image:
+
+def decode_rgb(data: np.ndarray) -> torch.Tensor:
+    """Decode an encoded image to RGB pixels.
+
+    JPEG data goes to libjpeg-turbo (``torchvision.io.decode_jpeg``: the pixels of PIL's
+    ``Image.open(...).convert("RGB")``, faster); other formats, and JPEG files it refuses, to
+    PIL.
+
+    Args:
+        data: uint8 array (n,) of the file's bytes.
+
+    Returns:
+        uint8 tensor (3, H, W).
+
+    Raises:
+        OSError: PIL cannot decode the data either (its message says why).
+    """
+    if decode_jpeg is not None and data[:2].tobytes() == JPEG_MAGIC:
+        try:
+            return decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass                       # truncated or unusual: PIL decodes it or says why
+    with Image.open(io.BytesIO(data.tobytes())) as img:
+        rgb = np.array(img.convert("RGB"))                                  # (H, W, 3)
+    return torch.from_numpy(rgb).permute(2, 0, 1)
+
+
+def _decode_file(path: str) -> torch.Tensor:
+    """uint8 (3, H, W) RGB pixels of an image file (one attempt; OSError on failure)."""
+    return decode_rgb(np.fromfile(path, dtype=np.uint8))
+
+
+def read_image(path: str, retries: int = 3) -> torch.Tensor:
     """Read an image as RGB, trying ``retries`` times before failing.
 
     Args:
         path: image file.
         retries: number of attempts (DATALOADER.READ_RETRIES); a short pause between them
             rides out transient file-system errors.
+
+    Returns:
+        uint8 tensor (3, H, W) (see :func:`decode_rgb`).
 
     Raises:
         UserError: naming the file, after the last failed attempt.
@@ -50,8 +99,7 @@ def read_image(path: str, retries: int = 3) -> Image.Image:
         if attempt:
             time.sleep(0.05 * attempt)
         try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
+            return _decode_file(path)
         except OSError as e:
             error = e
     raise UserError(f"Cannot read image '{path}' after {max(1, retries)} attempt(s): {error}. "
@@ -59,77 +107,87 @@ def read_image(path: str, retries: int = 3) -> Image.Image:
                     "tracklet from the split files.")
 
 
-def frames_to_tensor(images: Sequence[Image.Image], size: Sequence[int]) -> torch.Tensor:
-    """Resize PIL frames to ``size`` (bilinear) and stack them.
+Frame = torch.Tensor | Image.Image
+
+
+def _resized(frame: Frame, h: int, w: int) -> torch.Tensor:
+    """uint8 (h, w, 3) pixels of one frame, resized with PIL (bilinear) when needed."""
+    if isinstance(frame, torch.Tensor):
+        hwc = frame.permute(1, 2, 0)                       # the decoders' memory layout
+        if tuple(frame.shape[-2:]) == (h, w):
+            return hwc
+        frame = Image.fromarray(hwc.numpy())
+    if frame.size != (w, h):
+        frame = frame.resize((w, h), Image.BILINEAR)
+    return torch.from_numpy(np.array(frame.convert("RGB")))
+
+
+def frames_to_tensor(images: Sequence[Frame], size: Sequence[int]) -> torch.Tensor:
+    """Resize frames to ``size`` (PIL bilinear, where they differ) and stack them.
 
     Args:
-        images: T RGB PIL images.
+        images: T RGB frames: uint8 tensors (3, H, W) as :func:`read_image` returns, or PIL
+            images.
         size: [height, width].
 
     Returns:
-        uint8 tensor (T, 3, H, W), a channels-last view of the stacked pixels.
+        uint8 tensor (T, 3, H, W): a view of (T, H, W, 3) pixels (the decoders' layout; the
+        first copy that follows, crop or float conversion, makes it contiguous).
     """
     h, w = int(size[0]), int(size[1])
-    arrays = [np.asarray(img if img.size == (w, h) else img.resize((w, h), Image.BILINEAR))
-              for img in images]
-    stacked = torch.from_numpy(np.stack(arrays))                       # (T, H, W, 3)
-    return stacked.permute(0, 3, 1, 2)              # (T, 3, H, W) view; later ops copy anyway
+    return torch.stack([_resized(f, h, w) for f in images]).permute(0, 3, 1, 2)
 
 
-def _uniform(n: int, generator: torch.Generator, consistent: bool, *extra: int) -> torch.Tensor:
-    """Uniform [0, 1) draws (n, *extra); with ``consistent`` one draw repeated over n."""
-    draws = torch.rand((1 if consistent else n, *extra), generator=generator)
-    return draws.expand(n, *extra) if consistent else draws
+def _uniform(n: int, generator: torch.Generator, consistent: bool, *extra: int) -> np.ndarray:
+    """Uniform [0, 1) float32 draws (n, *extra); with ``consistent`` one draw repeated over n."""
+    draws = torch.rand((1 if consistent else n, *extra), generator=generator).numpy()
+    return np.broadcast_to(draws, (n, *extra)) if consistent else draws
 
 
-def random_hflip(x: torch.Tensor, prob: float, generator: torch.Generator,
-                 consistent: bool = False) -> torch.Tensor:
-    """Flip frames horizontally with probability ``prob``.
+def _shifted_spans(offset: int, padding: int, size: int) -> tuple[slice, slice]:
+    """(output, input) spans of a crop at ``offset`` of the input zero-padded by ``padding``."""
+    shift = offset - padding                                    # in [-padding, padding]
+    return (slice(max(0, -shift), size - max(0, shift)),
+            slice(max(0, shift), size + min(0, shift)))
+
+
+def random_hflip_pad_crop(x: torch.Tensor, flip_prob: float, padding: int,
+                          generator: torch.Generator, consistent: bool = False) -> torch.Tensor:
+    """RandomHorizontalFlip, then Pad + RandomCrop back to the input size, in one copy a frame.
+
+    A frame is flipped with probability ``flip_prob``; then, as torchvision's Pad + RandomCrop,
+    it is zero-padded by ``padding`` pixels and cropped at an offset uniform in
+    ``[0, 2 * padding]`` on each axis. The draws (flips, then offsets) are made per frame, or
+    once for the clip with ``consistent``. The padded frame is never built: the overlap of the
+    crop with the (flipped) frame is copied into zeros.
 
     Args:
-        x: (T, C, H, W) frames.
-        prob: flip probability (INPUT.PROB).
+        x: (T, C, H, W) frames (any dtype and memory layout; uint8 in the clip transforms).
+        flip_prob: flip probability (INPUT.PROB).
+        padding: INPUT.PADDING (0: no pad and crop, nothing drawn for it).
         generator: source of the draws.
         consistent: one draw for all frames.
 
     Returns:
-        (T, C, H, W) tensor.
+        (T, C, H, W) tensor: contiguous, or ``x`` itself when nothing changes.
     """
-    flip = (_uniform(x.shape[0], generator, consistent) < prob).tolist()        # (T,)
-    if not any(flip):
-        return x
-    if all(flip):
-        return x.flip(-1)
-    # Per-frame views stacked once: cheaper than a masked select over the clip.
-    return torch.stack([f.flip(-1) if fl else f for f, fl in zip(x, flip, strict=True)])
-
-
-def random_pad_crop(x: torch.Tensor, padding: int, generator: torch.Generator,
-                    consistent: bool = False) -> torch.Tensor:
-    """Zero-pad by ``padding`` pixels, then crop back to the input size at a random offset.
-
-    As torchvision's Pad + RandomCrop: the offset is uniform in ``[0, 2 * padding]`` on each
-    axis, drawn per frame (or once with ``consistent``).
-
-    Args:
-        x: (T, C, H, W) frames.
-        padding: INPUT.PADDING.
-        generator: source of the draws.
-        consistent: one offset for all frames.
-
-    Returns:
-        (T, C, H, W) tensor.
-    """
-    if padding <= 0:
-        return x
     t, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))                # (T, C, H+2p, W+2p)
-    offsets = (_uniform(t, generator, consistent, 2) * (2 * padding + 1)).long().tolist()
-    if consistent:
-        i, j = offsets[0]
-        return padded[:, :, i:i + h, j:j + w].contiguous()
-    # One strided view per frame, stacked once (a gather over the clip is several times slower).
-    return torch.stack([padded[k, :, i:i + h, j:j + w] for k, (i, j) in enumerate(offsets)])
+    flips = (_uniform(t, generator, consistent) < flip_prob).tolist()             # (T,)
+    if padding > 0:
+        offsets = (_uniform(t, generator, consistent, 2) * (2 * padding + 1)).astype(np.int64)
+    elif not any(flips):
+        return x
+    else:
+        offsets = np.zeros((t, 2), dtype=np.int64)          # no crop: offset 0, no padding
+    fill = torch.zeros_like if padding > 0 else torch.empty_like
+    out = fill(x, memory_format=torch.contiguous_format)
+    frames = [slice(None)] if consistent else range(t)      # consistent: the first draw only
+    for k, flip, (i, j) in zip(frames, flips, offsets.tolist(), strict=False):
+        src = x[k].flip(-1) if flip else x[k]
+        (rows_out, rows_in), (cols_out, cols_in) = (_shifted_spans(i, padding, h),
+                                                    _shifted_spans(j, padding, w))
+        out[k, :, rows_out, cols_out] = src[..., rows_in, cols_in]
+    return out
 
 
 def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
@@ -160,29 +218,40 @@ def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
         (T, C, H, W) tensor.
     """
     t, c, h, w = x.shape
-    apply = _uniform(t, generator, consistent) < prob                          # (T,)
-    u = _uniform(t, generator, consistent, attempts, 2)                        # (T, A, 2)
-    target = (area[0] + (area[1] - area[0]) * u[..., 0].double()) * (h * w)
-    aspect = min_aspect + (1.0 / min_aspect - min_aspect) * u[..., 1].double()
-    eh = torch.round(torch.sqrt(target * aspect)).long()                       # (T, A)
-    ew = torch.round(torch.sqrt(target / aspect)).long()
-    fits = (eh < h) & (ew < w)
-    first = fits.long().argmax(dim=1, keepdim=True)                            # (T, 1)
-    apply &= fits.any(dim=1)
-    eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]              # (T,)
-    corner = _uniform(t, generator, consistent, 2)                             # (T, 2)
-    top = (corner[:, 0] * (h - eh + 1)).long()
-    left = (corner[:, 1] * (w - ew + 1)).long()
-    frames = apply.nonzero().ravel().tolist()
-    if not frames:
-        return x
-    out = x if inplace else x.clone()
-    fill = torch.as_tensor(value, dtype=x.dtype).view(c, 1, 1)
-    boxes = torch.stack([top, eh, left, ew], dim=1).tolist()                   # (T, 4)
-    for k in ([slice(None)] if consistent else frames):    # a rectangle is a view: fill in place
-        y, bh, x0, bw = boxes[0 if consistent else k]
-        out[k, :, y:y + bh, x0:x0 + bw] = fill
+    apply = (_uniform(t, generator, consistent) < prob).tolist()                # (T,)
+    u = _uniform(t, generator, consistent, attempts, 2)                         # (T, A, 2)
+    corner = _uniform(t, generator, consistent, 2)                              # (T, 2)
+    out = x
+    for k in range(1 if consistent else t):
+        box = _erasing_box(u[k], corner[k], h, w, area, min_aspect) if apply[k] else None
+        if box is None:
+            continue
+        if out is x and not inplace:
+            out = x.clone()
+        top, left, eh, ew = box
+        frames = slice(None) if consistent else k      # a rectangle is a view: fill in place
+        out[frames, :, top:top + eh, left:left + ew] = torch.as_tensor(
+            value, dtype=x.dtype).view(c, 1, 1)
     return out
+
+
+def _erasing_box(u: np.ndarray, corner: np.ndarray, h: int, w: int,
+                 area: tuple[float, float], min_aspect: float) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) of one frame's rectangle from its draws, or None if none fits.
+
+    ``u`` (A, 2) float32: area and aspect draws of the A attempts; ``corner`` (2,) float32.
+    Sizes are computed in float64 and the corner as float32 products (torch's promotion of
+    float32 draws), so the draws give the rectangles of the earlier vectorised version.
+    """
+    for area_u, aspect_u in zip(u[:, 0].tolist(), u[:, 1].tolist(), strict=True):
+        target = (area[0] + (area[1] - area[0]) * area_u) * (h * w)
+        aspect = min_aspect + (1.0 / min_aspect - min_aspect) * aspect_u
+        eh, ew = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if eh < h and ew < w:
+            top = int(corner[0] * np.float32(h - eh + 1))                 # float32 product
+            left = int(corner[1] * np.float32(w - ew + 1))
+            return top, left, eh, ew
+    return None
 
 
 class ClipTransform:
@@ -210,31 +279,46 @@ class ClipTransform:
         self.padding = int(padding)
         self.erase_prob = erase_prob
         self.clip_consistent = clip_consistent
+        # ToTensor + Normalize as one affine map of the uint8 values: x / (255 std) - mean / std
+        mean64 = torch.tensor(self.mean, dtype=torch.float64)
+        std64 = torch.tensor(self.std, dtype=torch.float64)
+        self._scale = (1.0 / (255.0 * std64)).float().view(1, -1, 1, 1)
+        self._shift = (-mean64 / std64).float().view(1, -1, 1, 1)
 
-    def __call__(self, images: Sequence[Image.Image],
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """ToTensor + Normalize, ``(x / 255 - mean) / std`` to float rounding, in one float copy.
+
+        Args:
+            x: uint8 (T, 3, H, W) frames.
+
+        Returns:
+            float32 (T, 3, H, W), contiguous.
+        """
+        x = x.to(torch.float32, memory_format=torch.contiguous_format)
+        return x.mul_(self._scale).add_(self._shift)
+
+    def __call__(self, images: Sequence[Frame],
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Transform T frames.
 
         Args:
-            images: T RGB PIL images.
+            images: T RGB frames, uint8 tensors (3, H, W) (:func:`read_image`) or PIL images.
             generator: source of the random draws (required when training).
 
         Returns:
-            float32 tensor (T, 3, H, W), normalised.
+            float32 tensor (T, 3, H, W), normalised, contiguous.
         """
-        x = frames_to_tensor(images, self.size)                                # (T, 3, H, W)
+        x = frames_to_tensor(images, self.size)                       # uint8 (T, 3, H, W)
         if self.train:
             if generator is None:
                 raise ValueError("a training transform needs a torch.Generator")
-            x = random_hflip(x, self.flip_prob, generator, self.clip_consistent)
-            x = random_pad_crop(x, self.padding, generator, self.clip_consistent)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        x = x.float().div_(255.0).sub_(mean).div_(std)
+            x = random_hflip_pad_crop(x, self.flip_prob, self.padding, generator,
+                                      self.clip_consistent)
+        x = self.normalize(x)                                         # float32 (T, 3, H, W)
         if self.train and self.erase_prob > 0:
             x = random_erasing(x, self.erase_prob, self.mean, generator, self.clip_consistent,
                                inplace=True)
-        return x.contiguous()                   # a no-op after the training augmentations
+        return x
 
     def __repr__(self) -> str:
         aug = (f", flip={self.flip_prob}, pad={self.padding}, erase={self.erase_prob}, "

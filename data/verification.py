@@ -8,9 +8,11 @@
 2. counts: identities, tracklets (and MARS train frames) per subset against the dataset
    class's ``published_statistics``; skipped, with a note, for a synthetic dataset written by
    :mod:`data.synthetic`;
-3. attributes (a dataset class with an ``attribute_schema``, with ATTR_RECOG_ON): every
+3. attributes (a dataset class with an ``attribute_file``, with ATTR_RECOG_ON): every
    problem of the CSV (:func:`data.attributes.check_attribute_csv`) and that every train and
-   query tracklet has a row; gallery coverage is noted;
+   query tracklet has a row; gallery coverage is noted. A folder dataset
+   (:mod:`data.datasets.folder`) also needs its ``attributes.yml``, a row for every tracklet
+   and no row without a tracklet;
 4. images: every frame exists and decodes (in a process pool).
 
 It returns a :class:`VerifyReport` that names every problem (file, tracklet, CSV line) with
@@ -35,8 +37,9 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from data.attributes import check_attribute_csv
-from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.datasets import DATASET_CLASSES, FolderDataset, VideoReIDDataset
 from data.datasets.base import TrackletKey, find_missing_files
+from data.datasets.folder import match_attribute_rows, read_folder_schema, row_key
 from data.synthetic import MARKER_NAME
 from utils.errors import UserError
 
@@ -232,15 +235,20 @@ def _check_files(cfg: CfgNode, report: VerifyReport) -> VideoReIDDataset | None:
         return None
     cls = DATASET_CLASSES[cfg.DATASETS.NAME]
     try:
-        if cls.attribute_schema is not None:
+        if cls.attribute_file is not None:
             return cls(root, attributes=False, verbose=False)
         return cls(root, verbose=False)
     except UserError as e:
-        what, sep, fix = str(e).partition("Fix:")          # the messages end with "Fix: ..."
-        report.problems.append(Problem("files", what.strip() if sep else str(e), fix.strip()))
+        report.problems.append(_problem("files", e))
     report.notes.append("the split could not be parsed: counts, attributes and images were "
                         "not checked; fix the problem above and run the check again.")
     return None
+
+
+def _problem(check: str, err: UserError, path: str = "") -> Problem:
+    """A :class:`Problem` from a UserError whose message ends with "Fix: ..."."""
+    what, sep, fix = str(err).partition("Fix:")
+    return Problem(check, what.strip() if sep else str(err), fix.strip(), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,10 +283,13 @@ def _check_attributes(dataset: VideoReIDDataset, attributes_on: bool,
                       report: VerifyReport) -> None:
     """Check the attribute CSV (every problem) and its coverage of the split."""
     cls = type(dataset)
-    if cls.attribute_schema is None:
+    if cls.attribute_file is None:
         return
     if not attributes_on:
         report.notes.append("ATTR_RECOG_ON is False: the attribute file is not checked.")
+        return
+    if isinstance(dataset, FolderDataset):
+        _check_folder_attributes(dataset, report)
         return
     csv_path = os.path.join(report.root, cls.attribute_file)
     if not os.path.isfile(csv_path):
@@ -323,6 +334,37 @@ def _check_coverage(dataset: VideoReIDDataset, csv_path: str, keys: set[Tracklet
     if len(keys) > len(used):
         report.notes.append(f"{len(keys) - len(used)} row(s) of '{csv_path}' match no tracklet "
                             "of the split.")
+
+
+def _check_folder_attributes(dataset: FolderDataset, report: VerifyReport) -> None:
+    """attributes.yml, every problem of attributes.csv, a row for every tracklet and a
+    tracklet for every row."""
+    try:
+        schema = read_folder_schema(report.root)
+    except UserError as e:
+        report.problems.append(_problem("attributes", e))
+        return
+    csv_path = os.path.join(report.root, FolderDataset.attribute_file)
+    table, problems = check_attribute_csv(csv_path, schema)
+    report.problems += [Problem("attributes", p.message, p.fix, p.path) for p in problems]
+    if table is None:
+        return
+    tracklets = [t for subset in SUBSETS for t in getattr(dataset, subset)]
+    missing, unmatched = match_attribute_rows(tracklets, table)
+    fix = (f"give every tracklet one row of {FolderDataset.attribute_file} keyed by pid, camid "
+           "and its folder's name (README, Your own data), or set ATTR_RECOG_ON False "
+           "MODEL.FUSION_METHOD TA to train without attributes")
+    for t in missing:
+        pid, camid, name = row_key(t)
+        report.problems.append(Problem(
+            "attributes", f"tracklet {os.path.dirname(t.img_paths[0])} has no row (pid {pid}, "
+            f"camid {camid}, tracklet {name}) in '{csv_path}'", fix))
+    for pid, camid, name in unmatched:
+        report.problems.append(Problem(
+            "attributes", f"'{csv_path}' has a row for pid {pid}, camid {camid}, tracklet "
+            f"{name}, but no such tracklet folder exists", fix, csv_path))
+    report.notes.append(f"tracklets with an attribute row: {len(tracklets) - len(missing)}/"
+                        f"{len(tracklets)}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,6 +427,9 @@ def _image_errors(paths: Sequence[str], workers: int, progress: ProgressFn | Non
 
 
 def _image_fix(name: str, path: str) -> str:
+    if name == "folder":
+        return ("replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or its "
+                "tracklet folder)")
     parts = path.split(os.sep)
     archive = {"mars": next((f"{d}.zip" for d in ("bbox_train", "bbox_test") if d in parts),
                             "the MARS archives"),

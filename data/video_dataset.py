@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from data.attributes import encode_attributes
@@ -57,8 +56,10 @@ class _TrackletFrames(Dataset):
     def __len__(self) -> int:
         return len(self.tracklets)
 
-    def _decoded(self, index: int, positions: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:
-        """Distinct images of ``positions`` and the index of each position among them."""
+    def _decoded(self, index: int, positions: np.ndarray
+                 ) -> tuple[list[torch.Tensor], np.ndarray]:
+        """Distinct frames of ``positions`` (uint8 (3, H, W) each, see
+        :func:`data.transforms.read_image`) and the index of each position among them."""
         paths = self.tracklets[index][0]
         seed = [self.seed, self.stream, index] if self.shuffle_frames else None
         frames = frame_order(len(paths), seed)[positions]

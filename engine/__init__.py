@@ -5,11 +5,11 @@ from utils.errors import run_cli
 from .defaults import CONFIG_KEY, default_argument_parser, default_setup, parse_command_line
 from .distributed import convert_sync_bn, unwrap, wrap_distributed
 from .evaluator import evaluate, evaluation_kwargs, extract_features, run_evaluation
-from .precision import amp_settings
+from .precision import amp_settings, configure_backends
 from .recorder import RunRecorder
 from .trainer import Interrupted, NonFiniteLossError, Trainer
 
 __all__ = ["CONFIG_KEY", "default_argument_parser", "default_setup", "parse_command_line",
            "run_cli", "evaluate", "evaluation_kwargs", "extract_features", "run_evaluation",
-           "amp_settings", "RunRecorder", "Trainer", "Interrupted", "NonFiniteLossError",
-           "convert_sync_bn", "unwrap", "wrap_distributed"]
+           "amp_settings", "configure_backends", "RunRecorder", "Trainer", "Interrupted",
+           "NonFiniteLossError", "convert_sync_bn", "unwrap", "wrap_distributed"]

@@ -54,11 +54,13 @@ class RunRecorder:
     Args:
         run_dir: the run folder, or None (other ranks, or no files wanted).
         tensorboard: mirror the scalars to ``run_dir/tensorboard`` when tensorboard is installed.
+        info: more top-level entries of metrics.json (e.g. ``{"weights": path}``).
     """
 
-    def __init__(self, run_dir: str | None, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | None, tensorboard: bool = True,
+                 info: dict | None = None) -> None:
         self.run_dir = run_dir
-        self.history: dict[str, list] = {"evaluations": [], "epochs": []}
+        self.history: dict = {**(info or {}), "evaluations": [], "epochs": []}
         self.tb = _tensorboard_writer(run_dir) if run_dir and tensorboard else None
 
     # ------------------------------------------------------------------ state

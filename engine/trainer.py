@@ -29,6 +29,7 @@ from modeling import load_model_weights
 from utils.checkpoint import (
     Checkpointer,
     atomic_save,
+    best_checkpoint_name,
     capture_rng_state,
     load_file,
     restore_rng_state,
@@ -229,9 +230,8 @@ class Trainer:
                                 f"{results['clips_per_s']:.1f} clips/s)")
             if epoch > 0 and results["R1"] > self.best_r1 and self.run_dir:
                 self.best_r1 = results["R1"]
-                # Like the original's rank1_<r1>_checkpoint_ep<e>.pth (SPEC §6: named by R1 only).
-                path = os.path.join(self.run_dir,
-                                    f"rank1_{round(results['R1'], 4)}_checkpoint_ep{epoch}.pth")
+                # Like the original's rank1_<r1>_checkpoint_ep<e>.pth (named by R1 only).
+                path = os.path.join(self.run_dir, best_checkpoint_name(results["R1"], epoch))
                 atomic_save(self.bare_model.state_dict(), path)
                 logger.info("New best rank-1 %.2f%%: saved %s", 100 * results["R1"], path)
         synchronize()

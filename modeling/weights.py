@@ -80,21 +80,39 @@ def _download_imagenet(name: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_backbone_weights(backbone: nn.Module, name: str, path: str = "") -> None:
+def _partial_message(source: str, name: str, state: Mapping[str, torch.Tensor],
+                     missing: list[str], unexpected: list[str]) -> str:
+    """Why ImageNet weights that cover only part of the backbone are refused, and the fixes."""
+    parts = [f"{len(keys)} {kind} ({_listed(keys)})"
+             for kind, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+    fits = [n for n in backbones_fitting(state) if n != name]
+    hint = f" The file is {' or '.join(fits)} weights." if fits else ""
+    return (f"{source} do not cover MODEL.NAME {name}: " + "; ".join(parts) + "." + hint
+            + f" Use the weights of {name}, or set MODEL.PRETRAIN_PARTIAL True to load the "
+            f"{len(state) - len(unexpected)} tensors in common and keep the rest random.")
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, path: str = "",
+                          partial: bool = False) -> None:
     """Load ImageNet weights into a backbone, skipping the classifier (``fc``/``last_linear``).
 
     Accepts torchvision-format files and the original's formats (pretrainedmodels SENet files,
-    IBN-Net files with a "state_dict" entry and "module." prefixes). Missing and unexpected
-    keys are reported in one log line (logger "reid.model").
+    IBN-Net files with a "state_dict" entry and "module." prefixes). The loaded, skipped,
+    missing and unexpected keys are reported in one log line (logger "reid.model"); BatchNorm
+    step counters may be absent.
 
     Args:
         backbone: the trunk (``model.base``).
         name: MODEL.NAME, for messages and the torchvision download.
         path: MODEL.PRETRAIN_PATH; empty downloads torchvision's weights (ResNets only).
+        partial: MODEL.PRETRAIN_PARTIAL: load the tensors in common when the file lacks some of
+            the backbone's or has others (e.g. resnet18 weights into a resnet34), with a warning;
+            False makes that an error.
 
     Raises:
         UserError: missing/unreadable file, offline download, a backbone torchvision lacks
-            without a path, shapes that differ or no key in common.
+            without a path, shapes that differ, no key in common, or (unless ``partial``)
+            missing or unexpected keys.
     """
     if path:
         source = f"ImageNet weights '{path}'"
@@ -119,8 +137,10 @@ def load_backbone_weights(backbone: nn.Module, name: str, path: str = "") -> Non
     if not any(k in target for k in state):
         raise UserError(f"{source} share no parameter name with MODEL.NAME {name} (file keys "
                         f"like {_listed(list(state))}). Is the file for {name}?")
+    if (missing or unexpected) and not partial:
+        raise UserError(_partial_message(source, name, state, missing, unexpected))
     backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
-    level = logging.WARNING if missing else logging.INFO
+    level = logging.WARNING if missing or unexpected else logging.INFO
     logger.log(level, "Loaded %s into the %s backbone: %d tensors; skipped classifier: %s; "
                "missing: %s; unexpected: %s", source, name, len(state) - len(unexpected),
                _listed(skipped) or "none", _listed(missing) or "none",

@@ -1,6 +1,7 @@
 """The benchmark command (tools.benchmark): its figures against what they measure, tiny model."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -55,6 +56,16 @@ def test_train_times_the_trainers_step(tmp_path, monkeypatch):
     assert res["clips_per_s"] == pytest.approx(res["clips"] / (res["step_s"] * 2))
     assert res["outside_compute_fraction"] == pytest.approx(
         1 - (split["forward"] + split["backward"]) / res["step_s"])
+    # the speed-ups: channels_last ("auto" on a CPU), fused Adam; cuDNN is for CUDA only
+    assert (res["channels_last"], res["optimizer_kernels"], res["cudnn_benchmark"]) == (
+        True, "fused", False)
+
+
+def test_train_without_speedups(tmp_path):
+    res = run(tmp_path, "train", "--iters", "1", "--no-speedups")["train"]
+    assert (res["channels_last"], res["optimizer_kernels"], res["cudnn_benchmark"]) == (
+        False, "foreach", False)
+    assert res["iterations"] == 1 and res["step_s"] > 0
 
 
 def test_extract_and_data(tmp_path):
@@ -65,9 +76,14 @@ def test_extract_and_data(tmp_path):
     assert res["speedup_batched"] == pytest.approx(
         res["batched_clips_per_s"] / res["one_tracklet_at_a_time_clips_per_s"])
     assert res["amp_dtype"] == "float32"                               # no autocast on a CPU
+    assert res["channels_last"] is True        # ours; the original's way is NCHW, same weights
+    assert res["max_feature_diff"] <= 1e-4 * max(1.0, res["max_feature_abs"])
     res = run(tmp_path, "data")["data"]
     rates = [res[f"workers_{w}_clips_per_s"] for w in (0, 1, 2)]
     assert res["clips_per_s"] == max(rates) and min(rates) > 0
+    assert res["pipeline_to_decode_ratio"] == pytest.approx(
+        res["train_frames_per_s_0_workers"] / res["decode_only_frames_per_s"])
+    assert min(res["decode_only_frames_per_s"], res["pil_decode_frames_per_s"]) > 0
 
 
 def test_compute_figures(tmp_path):
@@ -107,3 +123,27 @@ def test_usage_and_bad_benchmark_name(capsys):
         benchmark.main(["trian"])
     assert e.value.code == 2
     assert "unknown benchmark 'trian'" in capsys.readouterr().err
+
+
+def _unwritable_outs(tmp_path):
+    """Report paths that cannot be written: under a file, a folder, under /proc, and (when not
+    root, who may write anywhere) in a read-only folder."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    outs = [tmp_path / "file" / "b.json", tmp_path / "folder", "/proc/reid-bench.json"]
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        outs.append(tmp_path / "ro" / "b.json")
+    return [str(p) for p in outs]
+
+
+def test_unwritable_out_fails_before_measuring(tmp_path, monkeypatch, capsys):
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured before checking --out")
+
+    monkeypatch.setattr(benchmark, "benchmark_config", no_measuring)
+    for out in _unwritable_outs(tmp_path):
+        assert benchmark.main(["loss", "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --out '{out}' cannot be written")
+    assert (tmp_path / "file").read_text() == "x"

@@ -1,5 +1,6 @@
 """Checkpoint files: atomic writes, the last_checkpoint pointer, RNG state round trip."""
 
+import os
 import random
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from utils.checkpoint import (
     Checkpointer,
     atomic_save,
+    atomic_write_text,
     capture_rng_state,
     load_file,
     restore_rng_state,
@@ -30,6 +32,21 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(load_file(str(path))["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]   # no temporary left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_files_get_the_mode_of_a_normally_written_file(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        atomic_save({"w": torch.ones(1)}, str(tmp_path / "model.pth"))
+        atomic_write_text("{}", str(tmp_path / "metrics.json"))
+        Checkpointer(str(tmp_path)).save("checkpoint_ep1", {"epoch": 1})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["plain.txt", "model.pth", "metrics.json", "checkpoint_ep1.pth",
+                                   "last_checkpoint"], 0o666 & ~umask)
 
 
 def test_checkpointer_pointer_and_find_last(tmp_path):

@@ -343,7 +343,8 @@ def test_dataset_classes_hold_their_facts():
              for name, cls in DATASET_CLASSES.items()}
     assert facts == {"mars": (MARS_SCHEMA, "mars_attributes.csv", 625),
                      "duke": (DUKE_SCHEMA, "duke_attributes.csv", 702),
-                     "ilidsvid": (None, None, 150), "prid": (None, None, 100)}
+                     "ilidsvid": (None, None, 150), "prid": (None, None, 100),
+                     "folder": (None, "attributes.csv", None)}   # schema: each attributes.yml
     assert Mars.published_statistics == {"train": (625, 8298, 509914), "query": (626, 1980, None),
                                          "gallery": (621, 9330, None)}
     assert DukeVideo.published_statistics["gallery"] == (1110, 2636, None)

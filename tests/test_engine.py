@@ -72,7 +72,9 @@ def test_evaluation_only_from_checkpoints(tiny_mars, tmp_path):
         assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, ev), "--eval-only",
                                    "TEST.WEIGHT", str(weight)]) == 0
         (erun,) = run_dirs(ev)
-        got = json.loads((erun / "metrics.json").read_text())["evaluations"][0]
+        metrics = json.loads((erun / "metrics.json").read_text())
+        assert metrics["weights"] == str(weight)          # what was evaluated
+        got = metrics["evaluations"][0]
         assert got["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)
         assert got["R1"] == pytest.approx(trained["R1"], abs=1e-6)
         assert "Rank-1" in (erun / "log.txt").read_text() or "R1" in (erun / "log.txt").read_text()

@@ -1,4 +1,5 @@
-"""VideoBaseline: shapes, the forward against a naive oracle, gradients, checkpointing."""
+"""VideoBaseline: shapes, the forward against a naive oracle, gradients, checkpointing,
+channels_last."""
 
 import copy
 
@@ -6,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling import BACKBONE_NAMES, VideoBaseline, build_backbone
+from config import get_cfg, load_cfg, validate_cfg
+from modeling import (
+    BACKBONE_NAMES,
+    VideoBaseline,
+    build_backbone,
+    build_model,
+    fold_batch_norms,
+    resolve_channels_last,
+)
 from utils.errors import UserError
 
 ATTR_LENS = [[3, 2, 2], [4, 2]]     # tiny groups: 7 and 6 one-hot outputs
@@ -231,14 +240,86 @@ def test_gradient_checkpointing_same_outputs_gradients_and_bn_statistics():
         torch.testing.assert_close(bufs1[n], bufs0[n])
 
 
-def test_channels_last_same_outputs():
-    model = make(input_size=SMALL).eval()
-    cl = copy.deepcopy(model)
-    cl.channels_last = True
-    cl.to(memory_format=torch.channels_last)
+@pytest.mark.parametrize("attribute_loss", ["bce", "mce"])
+def test_channels_last_same_outputs_and_gradients(attribute_loss):
+    plain = make(input_size=SMALL, attribute_loss=attribute_loss)
+    cl = make(input_size=SMALL, attribute_loss=attribute_loss, channels_last=True)
+    assert cl.base.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.base.conv1.weight.is_contiguous()
+    x = clips(size=SMALL)
+    results = []
+    for model in (plain, cl):
+        cls_score, global_feat, logits = model.train()(x)
+        (cls_score.square().sum() + global_feat.mean() + sum(a.sum() for a in logits)).backward()
+        with torch.no_grad():
+            feat, _ = model.eval()(x)
+        results.append((cls_score, global_feat, logits, feat,
+                        {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
+                        {n: b.clone() for n, b in model.named_buffers()}))
+    (c0, g0, l0, f0, grads0, bufs0), (c1, g1, l1, f1, grads1, bufs1) = results
+    for a, b in ((c1, c0), (g1, g0), (f1, f0), *zip(l1, l0, strict=True)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert grads0.keys() == grads1.keys() and len(grads0) > 20
+    for n in grads0:
+        # other convolution kernels: float32 sums in another order, through BatchNorms
+        scale = float(grads0[n].abs().max())
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-3, atol=2e-3 * scale + 1e-6,
+                                   msg=n)
+    for n in bufs0:
+        torch.testing.assert_close(bufs1[n], bufs0[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("attribute_loss", ["bce", "mce"])
+def test_folded_batch_norms_same_features(attribute_loss):
+    model = make(input_size=SMALL, attribute_loss=attribute_loss, channels_last=True)
+    with torch.no_grad():
+        model.train()(clips(seed=3, size=SMALL))        # non-trivial running statistics
+    folded = fold_batch_norms(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.base.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.base.modules())
+    assert folded.base.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.training and not folded.training               # the model is left as it is
     x = clips(size=SMALL)
     with torch.no_grad():
-        torch.testing.assert_close(cl(x)[0], model(x)[0], rtol=1e-4, atol=1e-5)
+        (f0, l0), (f1, l1) = model.eval()(x), folded(x)
+    torch.testing.assert_close(f1, f0, rtol=1e-4, atol=1e-5)
+    for a, b in zip(l1, l0, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_setting_from_yml_and_command_line(tmp_path):
+    assert get_cfg().MODEL.CHANNELS_LAST == "auto"
+    for given, expected in (("True", True), ("false", False), ("auto", "auto"), ("AUTO", "auto")):
+        assert load_cfg(None, ["MODEL.CHANNELS_LAST", given]).MODEL.CHANNELS_LAST == expected
+    for given, expected in (("True", True), ("false", False), ("auto", "auto")):
+        path = tmp_path / f"{given}.yml"
+        path.write_text(f"MODEL:\n  CHANNELS_LAST: {given}\n")
+        assert load_cfg(str(path)).MODEL.CHANNELS_LAST == expected
+    with pytest.raises(UserError, match=r"MODEL.CHANNELS_LAST in the command line takes True, "
+                                        r"False or auto; got '1'"):
+        load_cfg(None, ["MODEL.CHANNELS_LAST", "1"])
+    cfg = get_cfg()
+    cfg.MODEL.CHANNELS_LAST = "on"
+    with pytest.raises(UserError, match="MODEL.CHANNELS_LAST"):
+        validate_cfg(cfg)
+
+
+def test_channels_last_auto_per_device():
+    assert resolve_channels_last("auto", "cpu") is True
+    assert resolve_channels_last("auto", torch.device("cuda", 1)) is True
+    assert resolve_channels_last("auto", "meta") is False          # not measured: off
+    assert resolve_channels_last(False, "cuda") is False
+    assert resolve_channels_last(True, "meta") is True
+    cfg = get_cfg()
+    cfg.MODEL.NAME, cfg.MODEL.PRETRAIN_CHOICE, cfg.INPUT.SIZE_TRAIN = "resnet18", "none", SMALL
+    cfg.MODEL.DEVICE = "cpu"
+    for setting, device, expected in (("auto", None, True), ("auto", "meta", False),
+                                      (False, None, False), (True, "meta", True)):
+        cfg.MODEL.CHANNELS_LAST = setting
+        model = build_model(cfg, 5, None, device=device)
+        assert model.channels_last is expected
+        assert model.base.conv1.weight.is_contiguous(
+            memory_format=torch.channels_last if expected else torch.contiguous_format)
 
 
 def test_eval_is_deterministic_and_per_clip():

@@ -10,6 +10,7 @@ from data.datasets import DATASET_CLASSES, PRID2011, DukeVideo, Mars
 from modeling import VideoBaseline, build_model
 from tools import model_info
 from tools.model_info import count_flops, count_parameters, dataset_facts
+from utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MARS_ATTR_LENS = Mars.attribute_schema.attr_lens
@@ -79,7 +80,27 @@ def test_dataset_facts_are_the_dataset_classes():
     assert dataset_facts("duke") == (702, DukeVideo.attribute_schema.attr_lens)
     assert dataset_facts("prid") == (PRID2011.standard_train_pids, None)
     for name, cls in DATASET_CLASSES.items():
-        assert dataset_facts(name)[0] == cls.standard_train_pids
+        if cls.standard_train_pids is not None:
+            assert dataset_facts(name)[0] == cls.standard_train_pids
+
+
+def test_the_folder_dataset_needs_num_classes_and_reads_its_schema(tmp_path, capsys):
+    from data.synthetic import write_synthetic_dataset
+
+    with pytest.raises(UserError, match="DATASETS.NAME folder has no standard split.*"
+                                        "--num-classes"):
+        dataset_facts("folder", str(tmp_path))
+    assert dataset_facts("folder", str(tmp_path), 7) == (7, None)      # no attributes.yml
+    root = write_synthetic_dataset(tmp_path / "tracklets", fmt="folder", ids=4, tracklets=2,
+                                   frames=2, size=(32, 16))
+    assert dataset_facts("folder", str(root), 7) == (7, MARS_ATTR_LENS)
+    assert model_info.main(["DATASETS.NAME", "folder", "DATASETS.ROOT_DIR", str(root),
+                            "MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[64, 32]"]) == 2
+    assert "--num-classes" in capsys.readouterr().err
+    assert model_info.main(["--num-classes", "7", "DATASETS.NAME", "folder", "DATASETS.ROOT_DIR",
+                            str(root), "MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN",
+                            "[64, 32]"]) == 0
+    assert "7 identities" in capsys.readouterr().out
 
 
 def test_command_line_prints_the_models_counts(capsys):
@@ -97,8 +118,9 @@ def test_command_line_prints_the_models_counts(capsys):
 
 
 def test_command_line_options(capsys):
-    assert model_info.main(["MODEL.NAME", "resnet18", "--num_classes", "9"]) == 0
-    assert "; 9 identities" in capsys.readouterr().out
+    for option in ("--num-classes", "--num_classes"):   # the spelling of tools.visualize, too
+        assert model_info.main(["MODEL.NAME", "resnet18", option, "9"]) == 0
+        assert "; 9 identities" in capsys.readouterr().out
     assert model_info.main(["MODEL.NAME", "resnet18", "DATASETS.NAME", "prid"]) == 0
     assert f"; {PRID2011.standard_train_pids} identities" in capsys.readouterr().out
     assert model_info.main(["MODEL.NAME", "resnet5"]) == 2

@@ -126,6 +126,30 @@ def test_imagenet_weights_in_other_formats(tmp_path, model_log):
         load_backbone_weights(target.base, "resnet50", str(tmp_path / "absent.pth"))
 
 
+@pytest.mark.parametrize("file_net, model_net, kind", [("resnet18", "resnet34", "missing"),
+                                                        ("resnet34", "resnet18", "unexpected")])
+def test_imagenet_weights_of_another_depth_fail_unless_partial(tmp_path, model_log, file_net,
+                                                               model_net, kind):
+    import torchvision
+
+    state = getattr(torchvision.models, file_net)(weights=None).state_dict()
+    torch.save(state, tmp_path / "w.pth")
+    opts = {"MODEL.NAME": model_net, "MODEL.PRETRAIN_PATH": str(tmp_path / "w.pth")}
+    with pytest.raises(UserError) as e:
+        build_model(small_cfg(**opts), 6, None)
+    msg = str(e.value)
+    extra = "layer1.2.conv1.weight"                              # resnet34 has 3 blocks in layer1
+    assert f"do not cover MODEL.NAME {model_net}" in msg and f"{kind} keys ({extra}" in msg
+    assert f"The file is {file_net} weights" in msg and "MODEL.PRETRAIN_PARTIAL True" in msg
+    assert "fc." not in msg and "num_batches_tracked" not in msg   # skipped silently as before
+    model = build_model(small_cfg(**opts, **{"MODEL.PRETRAIN_PARTIAL": True}), 6, None)
+    ours = model.base.state_dict()
+    assert torch.equal(ours["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    (line,) = {r.getMessage() for r in model_log.records if "into the" in r.getMessage()}
+    assert f"{kind}: {extra}" in line
+    assert [r.levelname for r in model_log.records if "into the" in r.getMessage()][0] == "WARNING"
+
+
 def test_imagenet_without_a_path(monkeypatch):
     base = tiny(attr_lens=None).base
     with pytest.raises(UserError, match="PRETRAIN_PATH"):

@@ -197,3 +197,20 @@ def test_checkpoint_loads_are_weights_only(tmp_path):
 
     with pytest.raises(UserError, match="evil.pth"):
         load(str(path))
+
+
+@pytest.mark.parametrize("mode", ["eval-only", "resume", "pretrain"])
+def test_a_file_that_is_no_checkpoint_is_named_without_unsafe_advice(tiny_mars, tmp_path, capsys,
+                                                                     mode):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(3, 256)) * 64)
+    extra = {"eval-only": ["--eval-only", "TEST.WEIGHT", str(junk)],
+             "resume": ["--resume", str(junk)],
+             "pretrain": ["MODEL.PRETRAIN_CHOICE", "imagenet", "MODEL.PRETRAIN_PATH", str(junk)],
+             }[mode]
+    out = tmp_path / "out"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"'{junk}' is not a PyTorch checkpoint" in err
+    assert "weights_only" not in err and "file an issue" not in err
+    assert not out.exists() or run_dirs(out) == []

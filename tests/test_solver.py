@@ -79,6 +79,34 @@ def test_grouped_update_equals_one_group_per_parameter(name):
     assert not torch.equal(ours_model[0].weight, small_model()[0].weight)
 
 
+def mirrored_groups(opt: torch.optim.Optimizer, model: nn.Module, twin: nn.Module) -> list:
+    """The (lr, weight decay) groups of ``opt`` over the matching parameters of ``twin``."""
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    twin_params = list(twin.parameters())
+    return [{"params": [twin_params[index[id(p)]] for p in g["params"]], "lr": g["lr"],
+             "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "Adagrad", "RMSprop"])
+def test_fused_kernels_give_the_same_parameters(name):
+    """Fused kernels where the optimizer has them (a speed-up only): the same parameters after a
+    few steps as torch's per-parameter loop."""
+    ours_model, ref_model = small_model(), small_model()
+    opt = build_optimizer(ours_model, name, 0.01, 5e-4, bias_lr_factor=2, momentum=0.9)
+    assert opt.defaults.get("fused") is (None if name == "RMSprop" else True)
+    extra = {"momentum": 0.9} if name == "SGD" else {}
+    ref = type(opt)(mirrored_groups(opt, ours_model, ref_model), foreach=False, **extra)
+    x = torch.randn(8, 4)
+    for _ in range(5):
+        for model, o in ((ours_model, opt), (ref_model, ref)):
+            o.zero_grad()
+            model(x).pow(2).sum().backward()
+            o.step()
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(ours_model[0].weight, small_model()[0].weight)
+
+
 def test_sgd_gets_momentum():
     cfg = get_cfg()
     cfg.SOLVER.OPTIMIZER_NAME, cfg.SOLVER.MOMENTUM = "SGD", 0.7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -211,10 +212,93 @@ def test_refuses_a_foreign_folder_and_replaces_a_previous_dataset(tmp_path):
     empty.mkdir()
     write_synthetic_dataset(empty, "duke", ids=2, tracklets=2, frames=1, size=(16, 8))
     (empty / "stale.txt").write_text("from the old dataset")
-    write_synthetic_dataset(empty, "mars", ids=2, tracklets=2, frames=1, size=(16, 8))
-    assert not (empty / "stale.txt").exists() and not (empty / "train").exists()
+    write_synthetic_dataset(empty, "duke", ids=2, tracklets=2, frames=1, size=(16, 8))
+    assert not (empty / "stale.txt").exists()          # the same arguments: rewritten
+    with pytest.raises(UserError, match=r"other arguments \(format duke -> mars\).*--overwrite"):
+        write_synthetic_dataset(empty, "mars", ids=2, tracklets=2, frames=1, size=(16, 8))
+    assert (empty / "train").is_dir()                   # untouched
+    write_synthetic_dataset(empty, "mars", ids=2, tracklets=2, frames=1, size=(16, 8),
+                            overwrite=True)
+    assert not (empty / "train").exists()
     assert (empty / "info" / "train_name.txt").is_file() and (empty / MARKER_NAME).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "foreign"]
+
+
+def test_command_refuses_another_synthetic_dataset_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "ds"
+    small = ["--ids", "2", "--tracklets", "2", "--frames", "1", "--size", "16", "8"]
+    assert synthetic_tool.main(["--format", "mars", "--out", str(out), *small]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert synthetic_tool.main(["--format", "duke", "--out", str(out), *small]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: Refusing to replace the synthetic dataset in ")
+    assert "format mars -> duke" in captured.err and "--overwrite" in captured.err
+    assert len(captured.err.splitlines()) == 1
+    assert snapshot(out) == before
+    assert synthetic_tool.main(["--format", "mars", "--out", str(out), "--seed", "1",
+                                *small]) == 2
+    assert "seed 0 -> 1" in capsys.readouterr().err
+    assert synthetic_tool.main(["--format", "mars", "--out", str(out), *small]) == 0
+    assert synthetic_tool.main(["--format", "duke", "--out", str(out), "--overwrite",
+                                *small]) == 0
+    assert (out / "duke_attributes.csv").is_file() and not (out / "info").exists()
+
+
+def unwritable_outs(tmp_path: Path) -> list[tuple[str, Path]]:
+    """(case, --out) of places that cannot hold a dataset: under a file, under /proc."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    return [("under a file", a_file / "ds"), ("under a file, deeper", a_file / "x" / "ds"),
+            ("/proc", Path("/proc") / f"reid_synthetic_{os.getpid()}" / "ds")]
+
+
+def test_unwritable_out_is_one_error_line_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("planning started")
+
+    monkeypatch.setattr(synthetic_write, "plan_dataset", no_work)
+    for case, out in unwritable_outs(tmp_path):
+        assert synthetic_tool.main(["--out", str(out)]) == 2, case
+        err = capsys.readouterr().err
+        assert err.startswith("error: Cannot write the synthetic dataset to ") and str(out) in err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, case
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_permission_denied_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """A folder that refuses new entries (as a read-only one does for a non-root user)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_mkdir = os.mkdir
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == ro:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    assert synthetic_tool.main(["--out", str(ro / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot write the synthetic dataset to {ro / 'ds'} "
+                          f"({ro}/.ds.tmp-")
+    assert err.rstrip().endswith("Permission denied). Choose an output folder you can write to.")
+    assert len(err.splitlines()) == 1 and list(ro.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_out_is_one_error_line(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert synthetic_tool.main(["--out", str(ro / "ds")]) == 2
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot write the synthetic dataset to ") and str(ro) in err
+    assert len(err.splitlines()) == 1
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):

@@ -1,6 +1,8 @@
 """Pictures: the drawing primitives on synthetic inputs, and the commands on a tiny trained run."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -9,9 +11,11 @@ import pytest
 from PIL import Image
 
 import main_baseline
+from config import load_cfg
 from tests.helpers import ROOT, run_dirs, tiny_opts
 from tools import architecture, visualize
 from utils import pictures
+from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_ranks_command(trained_run, monkeypatch):
 
     monkeypatch.setattr(visualize, "draw_ranked_list", recording)
     assert visualize.main(["ranks", "--num-queries", "2", "--topk", "3", *opts]) == 0
-    pngs = sorted((run / "ranks").glob("query_*.png"))
+    pngs = sorted((run / "ranks_checkpoint_ep1").glob("query_*.png"))
     assert len(pngs) == 2 == len(drawn)
     img = _assert_picture(pngs[0])
     # 4 query frames + gap + 3 bordered gallery cells of 64 px at 128 px height
@@ -136,12 +140,51 @@ def test_ranks_command(trained_run, monkeypatch):
         assert not any(g[1] == query[1] and g[2] == query[2] for g in ranked)
 
 
+def _best_checkpoints(run, folder):
+    """Two best-rank-1 files as a demo run leaves them; the worse one is the newer file."""
+    folder.mkdir()
+    best, worse = folder / "rank1_0.75_checkpoint_ep2.pth", folder / "rank1_0.5_checkpoint_ep1.pth"
+    for path in (best, worse):
+        shutil.copy(run / "checkpoint_ep1.pth", path)
+    os.utime(best, (1e9, 1e9))
+    return best, worse
+
+
+def test_readme_ranks_command_with_a_glob_of_two_best_checkpoints(trained_run, tmp_path):
+    """The README's command as a shell runs it: the glob gives TEST.WEIGHT two paths."""
+    _, _, run = trained_run
+    best, _ = _best_checkpoints(run, tmp_path / "run")
+    command = (f"{sys.executable} -m tools.visualize ranks --config_file {run}/config.yaml "
+               f"TEST.WEIGHT {tmp_path}/run/rank1_*.pth")
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    assert f"TEST.WEIGHT: 2 files given; using {best}, the best rank-1." in log
+    assert sorted((tmp_path / "run" / f"ranks_{best.stem}").glob("query_*.png"))
+
+
+def test_one_weight_picks_among_several_paths(trained_run, tmp_path):
+    _, _, run = trained_run
+    best, worse = _best_checkpoints(run, tmp_path / "run")
+    assert visualize.one_weight(["TEST.WEIGHT", str(best), "OUTPUT_DIR", "o"]) == [
+        "TEST.WEIGHT", str(best), "OUTPUT_DIR", "o"]
+    assert visualize.one_weight(["MODEL.NAME", "resnet18", "TEST.WEIGHT", str(worse), str(best),
+                                 "OUTPUT_DIR", "o"]) == [
+        "MODEL.NAME", "resnet18", "TEST.WEIGHT", str(best), "OUTPUT_DIR", "o"]
+    other = tmp_path / "run" / "model.pth"                       # not all best-rank-1 names:
+    shutil.copy(best, other)                                     # the newest file
+    assert visualize.one_weight(["TEST.WEIGHT", str(best), str(other)])[1] == str(other)
+    with pytest.raises(UserError, match="not found: '.*absent.pth'"):
+        visualize.one_weight(["TEST.WEIGHT", str(best), str(tmp_path / "absent.pth")])
+
+
 def test_attention_command(trained_run):
     root, out, run = trained_run
     opts = tiny_opts(root, out) + ["TEST.WEIGHT", str(run / "checkpoint_ep1.pth"),
                                    "OUTPUT_DIR", str(run)]
     assert visualize.main(["attention", "--tracklet", "1", *opts]) == 0
-    (png,) = (run / "attention").glob("query_0001.png")
+    (png,) = (run / "attention_checkpoint_ep1").glob("query_0001.png")
     img = _assert_picture(png)
     assert img.shape[0] == 4 * (128 + 6) + 6          # frames + identity + two attribute rows
 
@@ -179,9 +222,31 @@ def test_architecture_command(tmp_path):
     assert visualize.main([*argv, "MODEL.NAME", "resnet7"]) == 2
 
 
-def test_architecture_shapes_come_from_the_model():
-    from config import load_cfg
+def _tree(folder):
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
 
+
+def test_architecture_without_out_writes_under_output_dir(tmp_path, monkeypatch):
+    tracked = _tree(ROOT / "display_images")
+    argv = ["architecture", "--config_file", "", "--num-classes", "7", *_tiny_arch_opts()]
+    assert visualize.main([*argv, "OUTPUT_DIR", str(tmp_path / "o")]) == 0
+    _assert_picture(tmp_path / "o" / "architecture.png")
+    monkeypatch.chdir(tmp_path)                  # the default config's OUTPUT_DIR, from the cwd
+    assert visualize.main(argv) == 0
+    _assert_picture(tmp_path / load_cfg(str(ROOT / "configs" / "mars_aitl.yml")).OUTPUT_DIR
+                    / "architecture.png")
+    assert visualize.main([*argv, "OUTPUT_DIR", ""]) == 0       # empty: output/
+    _assert_picture(tmp_path / "output" / "architecture.png")
+    assert _tree(ROOT / "display_images") == tracked
+
+
+def test_usage_lines_name_the_module():
+    parser, commands = visualize.build_parsers()
+    assert parser.format_usage().startswith("usage: python -m tools.visualize ")
+    assert commands["ranks"].format_usage().startswith("usage: python -m tools.visualize ranks")
+
+
+def test_architecture_shapes_come_from_the_model():
     cfg = load_cfg("", _tiny_arch_opts())
     info = architecture.describe_architecture(cfg, num_classes=7)
     assert (info["C"], info["h"], info["w"], info["T"]) == (512, 4, 2, 2)   # 64x32 / 16
@@ -197,8 +262,6 @@ def test_architecture_shapes_come_from_the_model():
 
 
 def test_architecture_without_attributes_draws(tmp_path):
-    from config import load_cfg
-
     cfg = load_cfg("", _tiny_arch_opts("ATTR_RECOG_ON", "False", "MODEL.NECK", "no"))
     path = pictures.draw_architecture(architecture.describe_architecture(cfg, 5),
                                       str(tmp_path / "a.png"), "tiny")
@@ -213,3 +276,14 @@ def test_attribute_lines_mark_wrong_predictions():
     body = [(t, c) for t, c in lines if t.startswith(("a ", "b ", "c "))]
     assert [c for _, c in body] == [(0, 0, 0), pictures.RED, (120, 120, 120)]
     assert "1 / 1" in body[0][0] and "2 / 0" in body[1][0] and "0 / ?" in body[2][0]
+
+
+def test_ranks_of_two_checkpoints_of_one_run_do_not_overwrite_each_other(trained_run, tmp_path):
+    root, out, run = trained_run
+    folder = tmp_path / "two"
+    best, worse = _best_checkpoints(run, folder)
+    for weight in (best, worse):
+        assert visualize.main(["ranks", "--num-queries", "1", "--topk", "2",
+                               *tiny_opts(root, out), "TEST.WEIGHT", str(weight)]) == 0
+    assert len(list((out / f"ranks_{best.stem}").glob("query_*.png"))) == 1   # OUTPUT_DIR
+    assert len(list((out / f"ranks_{worse.stem}").glob("query_*.png"))) == 1

@@ -2,7 +2,8 @@
 
 :func:`describe_architecture` builds a config's model on the CPU and reads its real shapes;
 :func:`visualize_architecture` draws them with :func:`utils.pictures.draw_architecture`. It
-needs no checkpoint or dataset.
+needs no checkpoint or dataset. The picture goes to OUTPUT_DIR (``output/`` when empty) unless a
+path is given: never into the source tree by default.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import torch
 from torch import nn
 
 from config import load_cfg
-from data.datasets import DATASET_CLASSES
+from engine.defaults import check_output_dir
 from modeling import build_model
+from tools.model_info import dataset_facts, dataset_schema
 from utils.pictures import draw_architecture
 
 logger = logging.getLogger("reid.visualize")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ARCH_CONFIG = os.path.join("configs", "mars_aitl.yml")
-DEFAULT_ARCH_OUT = os.path.join("display_images", "architecture.png")
+ARCH_FILE = "architecture.png"   # the default picture's name, in OUTPUT_DIR
 
 
 def _forward_shapes(model: nn.Module, t: int, h_in: int, w_in: int) -> dict:
@@ -71,12 +73,9 @@ def describe_architecture(cfg, num_classes: int | None = None) -> dict:
         :func:`utils.pictures.draw_architecture` reads).
     """
     name = cfg.DATASETS.NAME
-    dataset_class = DATASET_CLASSES[name]
-    schema = dataset_class.attribute_schema
-    if num_classes is None:
-        num_classes = dataset_class.standard_train_pids
-    model = build_model(cfg, num_classes, schema.attr_lens if schema else None,
-                        load_pretrained=False).eval()
+    schema = dataset_schema(name, cfg.DATASETS.ROOT_DIR)
+    num_classes, attr_lens = dataset_facts(name, cfg.DATASETS.ROOT_DIR, num_classes)
+    model = build_model(cfg, num_classes, attr_lens, load_pretrained=False).eval()
     t = cfg.DATASETS.SEQ_LEN
     h_in, w_in = (int(v) for v in cfg.INPUT.SIZE_TRAIN)
     out = _forward_shapes(model, t, h_in, w_in)
@@ -105,13 +104,14 @@ def visualize_architecture(cfg_file: str | None, opts: list[str], out_path: str 
     Args:
         cfg_file: the config file, or empty/None for :data:`DEFAULT_ARCH_CONFIG`.
         opts: ``KEY VALUE`` overrides.
-        out_path: the PNG (default :data:`DEFAULT_ARCH_OUT` in the repository).
+        out_path: the PNG (default: OUTPUT_DIR/:data:`ARCH_FILE`, checked to be writable
+            before the model is built).
         num_classes: training identities (default: the standard split of DATASETS.NAME).
     """
     cfg_file = cfg_file or os.path.join(REPO_ROOT, DEFAULT_ARCH_CONFIG)
     cfg = load_cfg(cfg_file, opts)
+    out_path = out_path or os.path.join(check_output_dir(cfg.OUTPUT_DIR), ARCH_FILE)
     info = describe_architecture(cfg, num_classes)
-    out_path = out_path or os.path.join(REPO_ROOT, DEFAULT_ARCH_OUT)
     name = (os.path.relpath(cfg_file, REPO_ROOT)
             if os.path.abspath(cfg_file).startswith(REPO_ROOT) else cfg_file)
     path = draw_architecture(info, out_path, name)

@@ -1,7 +1,7 @@
 """Measure the pipeline: training step, extraction, evaluation, data loading, memory, compute.
 
     python -m tools.benchmark [train|extract|eval|data|memory|loss|compute|all]
-        [--config_file FILE] [--out benchmark.json] [KEY VALUE ...]
+        [--config_file FILE] [--out benchmark.json] [--no-speedups] [KEY VALUE ...]
 
 Prints a table per benchmark and writes JSON (machine, torch version, device, command, then one
 object per benchmark). The model is the config's (default: the paper model, ResNet-50 ATTR_TA,
@@ -36,7 +36,7 @@ from tools.benchmark_pipeline import (
     benchmark_config,
     write_bench_dataset,
 )
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 BENCHMARKS = ("train", "extract", "eval", "data", "memory", "loss", "compute")
 NEEDS_IMAGES = ("train", "data", "memory")     # benchmarks reading the synthetic folder
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model/input config (default: configs/mars_aitl.yml)")
     p.add_argument("--out", default="benchmark.json", metavar="FILE")
     p.add_argument("--iters", type=int, default=3, help="timed training iterations")
+    p.add_argument("--no-speedups", action="store_true",
+                   help="train: time the step without the speed-ups (NCHW model, foreach "
+                        "optimizer kernels, no cuDNN autotuner)")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.NAME resnet18")
     return p
@@ -95,11 +98,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _check_out(path: str) -> None:
+    """Raise a UserError naming ``path`` when the report cannot be written there.
+
+    Called before any measuring; an existing file is left as it is.
+    """
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserError(f"--out '{path}' cannot be written ({reason}): give a file in a folder "
+                        "you can write, e.g. --out benchmark.json.") from None
+    if not existed:
+        os.remove(path)
+
+
 def run_benchmark(name: str, args: argparse.Namespace, cfg: CfgNode, device: torch.device,
                   root: str, report: dict) -> dict:
     """One benchmark's results (``report`` holds the earlier ones: compute reads train's)."""
     if name == "train":
-        return bench_train(cfg, device, args.iters)
+        return bench_train(cfg, device, args.iters, speedups=not args.no_speedups)
     if name == "extract":
         return bench_extract(cfg, device)
     if name == "eval":
@@ -126,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    _check_out(args.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     which = BENCHMARKS if args.which == "all" else (args.which,)
     report = _report_header(argv, device)

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
+from PIL import Image
 from yacs.config import CfgNode
 
 from config import load_cfg
 from data import make_data_loaders
 from data.synthetic import write_synthetic_dataset
-from engine import Trainer, amp_settings, extract_features
+from data.transforms import read_image
+from engine import Trainer, amp_settings, configure_backends, extract_features
 from engine.evaluator import clips_per_batch
 from layers import make_loss
 from modeling import VideoBaseline, build_model
@@ -73,26 +75,45 @@ def write_bench_dataset(root: str, size: tuple[int, int], ids: int = 16, frames:
 
 def build_bench_model(cfg: CfgNode, device: torch.device,
                       attr_lens: list[list[int]] | None) -> VideoBaseline:
-    """The config's model with random weights on ``device``: the standard classifier width of
-    DATASETS.NAME and the attribute class counts ``attr_lens``."""
+    """The config's model with random weights on ``device`` (MODEL.CHANNELS_LAST resolved for
+    it): the standard classifier width of DATASETS.NAME and the attribute class counts
+    ``attr_lens``."""
     num_classes = dataset_facts(cfg.DATASETS.NAME)[0]
-    model = build_model(cfg, num_classes, attr_lens, load_pretrained=False).to(device)
-    if cfg.MODEL.CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last)
-    return model
+    return build_model(cfg, num_classes, attr_lens, load_pretrained=False,
+                       device=device).to(device)
+
+
+def without_speedups(cfg: CfgNode) -> CfgNode:
+    """The config with the speed-ups that are config keys switched off (MODEL.CHANNELS_LAST)."""
+    return _override(cfg, "MODEL.CHANNELS_LAST", False)
+
+
+def foreach_kernels(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same optimizer (parameters, groups, settings) with the ``foreach`` kernels that the
+    project used before its fused kernels (the "no speed-ups" baseline)."""
+    groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")}
+              for g in optimizer.param_groups]
+    return type(optimizer)(groups, foreach=True)
 
 
 def build_trainer(cfg: CfgNode, device: torch.device, train_loader: Iterable | None = None,
-                  dataset=None) -> Trainer:
+                  dataset=None, speedups: bool = True) -> Trainer:
     """A :class:`engine.Trainer` built like ``main_baseline.py``'s (model, criterion,
-    optimizers, scheduler; no run folder) for ``train_loader`` and its parsed ``dataset``
-    (None: the attribute class counts of DATASETS.NAME's class)."""
+    optimizers, scheduler; no run folder; the cuDNN setting of a training run) for
+    ``train_loader`` and its parsed ``dataset`` (None: the attribute class counts of
+    DATASETS.NAME's class). ``speedups`` False: NCHW model, ``foreach`` optimizer kernels and
+    no cuDNN autotuner, the step before the speed-ups."""
     num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
     if dataset is not None:
         attr_lens = dataset.attr_lens
+    if not speedups:
+        cfg = without_speedups(cfg)
+    configure_backends(device, training=speedups)
     model = build_bench_model(cfg, device, attr_lens)
     criterion = make_loss(cfg, num_classes, attr_lens, feat_dim=model.feat_dim).to(device)
     optimizer = make_optimizer(cfg, model)
+    if not speedups:
+        optimizer = foreach_kernels(optimizer)
     return Trainer(cfg, model, criterion, optimizer, make_scheduler(cfg, optimizer),
                    (train_loader, None, None), dataset, device, run_dir=None,
                    center_optimizer=make_center_optimizer(cfg, criterion))
@@ -114,22 +135,26 @@ def forever(loader: Iterable) -> Iterator:
         yield from loader
 
 
-def bench_train(cfg: CfgNode, device: torch.device, iters: int = 3) -> dict:
+def bench_train(cfg: CfgNode, device: torch.device, iters: int = 3,
+                speedups: bool = True) -> dict:
     """Throughput of the real training step (:meth:`engine.Trainer.run_step`) and its split.
 
     The train loader of the config's dataset feeds the step. Every phase is timed with a
     device sync on both sides: ``data_wait`` (``next`` on the loader) and the run_step phases
-    of :data:`TRAIN_PHASES`. The first iteration warms up and is not counted.
+    of :data:`TRAIN_PHASES`. The first iteration warms up and is not counted. ``speedups``
+    False times the step without them (see :func:`build_trainer`).
 
     Returns:
         dict with ``batch`` (SOLVER.SEQS_PER_BATCH), ``iterations`` (timed), ``clips`` (clips
         of the timed iterations), ``step_s`` (mean seconds per iteration, the sum of
         ``split_s``), ``clips_per_s`` (clips / timed seconds), ``split_s`` (mean seconds per
         phase), ``outside_compute_fraction`` (share outside forward + backward), ``amp_dtype``
-        (the autocast dtype run_step used, "float32" without autocast) and ``grad_scaler``.
+        (the autocast dtype run_step used, "float32" without autocast), ``grad_scaler``,
+        ``channels_last``, ``optimizer_kernels`` ("fused", "foreach" or "default") and
+        ``cudnn_benchmark``.
     """
     train_loader, _, _, dataset = make_data_loaders(cfg)
-    trainer = build_trainer(cfg, device, train_loader, dataset)
+    trainer = build_trainer(cfg, device, train_loader, dataset, speedups)
     trainer.model.train()
     batches = forever(train_loader)
     times: dict[str, float] = {}
@@ -150,18 +175,33 @@ def bench_train(cfg: CfgNode, device: torch.device, iters: int = 3) -> dict:
         "split_s": {k: times[k] / iters for k in TRAIN_PHASES},
         "outside_compute_fraction": (total - times["forward"] - times["backward"]) / total,
         "amp_dtype": dtype_name(trainer.amp_dtype), "grad_scaler": trainer.scaler.is_enabled(),
+        "channels_last": trainer.model.channels_last,
+        "optimizer_kernels": _kernels(trainer.optimizer),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
     }
 
 
+def _kernels(optimizer: torch.optim.Optimizer) -> str:
+    """"fused", "foreach" or "default" (torch's choice): the optimizer's update kernels."""
+    group = optimizer.param_groups[0]
+    return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
+
+
 def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
-    """Dense extraction clips/s: ours (clips packed in TEST.CLIPS_PER_BATCH chunks, auto per
-    device) against the original's one forward per tracklet with all its clips.
+    """Dense extraction clips/s: ours (:func:`engine.extract_features` with the config's model,
+    MODEL.CHANNELS_LAST resolved for the device, BatchNorms folded, clips packed in
+    TEST.CLIPS_PER_BATCH chunks, auto per device) against the original's way (the same weights
+    in the NCHW layout, unfolded, one forward per tracklet with all its clips), and the largest
+    feature difference between the two.
 
     Tracklets have the MARS clip counts of :data:`MARS_CLIPS_PER_TRACKLET` (random frames at
     the config's input size; decoding is measured by the ``data`` benchmark). Autocast is the
     evaluation's (:func:`engine.amp_settings`).
     """
-    model = build_bench_model(cfg, device, dataset_facts(cfg.DATASETS.NAME)[1])
+    attr_lens = dataset_facts(cfg.DATASETS.NAME)[1]
+    model = build_bench_model(cfg, device, attr_lens)
+    original = build_bench_model(without_speedups(cfg), device, attr_lens)
+    original.load_state_dict(model.state_dict())
     amp_dtype, _ = amp_settings(cfg, device)
     h, w = cfg.INPUT.SIZE_TEST
     g = torch.Generator().manual_seed(0)
@@ -169,45 +209,119 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
               torch.zeros(1, dtype=torch.long)) for c in MARS_CLIPS_PER_TRACKLET]
     n_clips = sum(MARS_CLIPS_PER_TRACKLET)
     chunk = clips_per_batch(cfg, device)
-    extract_features(model, items[:1], device, chunk, amp_dtype=amp_dtype)      # warm-up
     out = {"tracklets": len(items), "clips": n_clips, "clips_per_batch": chunk,
-           "amp_dtype": dtype_name(amp_dtype)}
-    runs = [("one_tracklet_at_a_time", None), ("batched", chunk)]
+           "channels_last": model.channels_last, "amp_dtype": dtype_name(amp_dtype)}
+    runs = [("one_tracklet_at_a_time", original, None), ("batched", model, chunk)]
     if chunk != 128:
-        runs.append(("batched_128", 128))
-    for name, per_batch in runs:
+        runs.append(("batched_128", model, 128))
+    feats = {}
+    for name, net, per_batch in runs:
+        ours = per_batch is not None
+        extract_features(net, items[:1], device, per_batch or 1, amp_dtype=amp_dtype,
+                         fold_bn=ours)                                           # warm-up
         sync(device)
         t0 = time.perf_counter()
-        if per_batch is None:
-            for x in items:
-                extract_features(model, [x], device, x[0].shape[0], amp_dtype=amp_dtype)
+        if ours:
+            feats[name] = extract_features(net, items, device, per_batch,
+                                           amp_dtype=amp_dtype)["feats"]
         else:
-            extract_features(model, items, device, per_batch, amp_dtype=amp_dtype)
+            feats[name] = torch.cat([
+                extract_features(net, [x], device, x[0].shape[0], amp_dtype=amp_dtype,
+                                 fold_bn=False)["feats"] for x in items])
         sync(device)
         out[f"{name}_clips_per_s"] = n_clips / (time.perf_counter() - t0)
     out["speedup_batched"] = out["batched_clips_per_s"] / out["one_tracklet_at_a_time_clips_per_s"]
+    ref = feats["one_tracklet_at_a_time"]
+    out["max_feature_diff"] = float((feats["batched"] - ref).abs().max())
+    out["max_feature_abs"] = float(ref.abs().max())
     return out
 
 
-def _with_workers(cfg: CfgNode, workers: int) -> CfgNode:
+def _override(cfg: CfgNode, key: str, value) -> CfgNode:
+    """A frozen copy of ``cfg`` with ``key`` (dotted) set to ``value``."""
     c = cfg.clone()
     c.defrost()
-    c.DATALOADER.NUM_WORKERS = workers
+    *path, name = key.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    node[name] = value
     c.freeze()
     return c
 
 
-def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int = 6) -> dict:
-    """Train-loader clips/s from JPEG files for several worker counts, and dense test loading."""
+def _with_workers(cfg: CfgNode, workers: int) -> CfgNode:
+    return _override(cfg, "DATALOADER.NUM_WORKERS", workers)
+
+
+@contextmanager
+def _threads(n: int):
+    """Run the block with ``n`` intra-op threads (as a loader worker: one), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def decode_rate(paths: list[str], repeats: int = 3) -> dict[str, float]:
+    """Frames/s of decoding ``paths`` to RGB in this process, nothing else (best of ``repeats``
+    passes, after one that warms the file cache): :func:`data.transforms.read_image` (the
+    pipeline's decoder, libjpeg-turbo for JPEG) and PIL's ``Image.open(p).convert("RGB")``."""
+    def pil(p: str) -> None:
+        with Image.open(p) as img:
+            img.convert("RGB")
+
     out = {}
-    for w in workers:
-        train_loader, query_loader, _, _ = make_data_loaders(_with_workers(cfg, w))
-        it = forever(train_loader)
-        next(it)                      # start-up (workers) is not counted
+    decoders = (("decode_only_frames_per_s", read_image), ("pil_decode_frames_per_s", pil))
+    for name, decode in decoders:
+        best = float("inf")
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            for p in paths:
+                decode(p)
+            best = min(best, time.perf_counter() - t0)
+        out[name] = len(paths) / best
+    return out
+
+
+def _loader_clips_per_s(loader: Iterable, batches: int, repeats: int = 1) -> float:
+    """Clips/s of ``batches`` batches of an epoch-cycling train loader (best of ``repeats``
+    runs; start-up and one batch, which starts the workers, are not counted)."""
+    it = forever(loader)
+    next(it)
+    best = 0.0
+    for _ in range(repeats):
         t0 = time.perf_counter()
         n = sum(next(it)[0].shape[0] for _ in range(batches))
-        out[f"workers_{w}_clips_per_s"] = n / (time.perf_counter() - t0)
-        del it, train_loader
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int = 6) -> dict:
+    """The data pipeline against the JPEG decoder, train-loader clips/s for several worker
+    counts, and dense test loading.
+
+    ``decode_only_frames_per_s`` decodes the training split's files to RGB in this process
+    (:func:`decode_rate`); ``train_frames_per_s_0_workers`` runs the train loader in this
+    process (frames = clips x T), one intra-op thread for both, as in a loader worker;
+    ``pipeline_to_decode_ratio`` is their ratio (1 would be a pipeline as fast as decoding).
+    """
+    train_loader, query_loader, _, dataset = make_data_loaders(_with_workers(cfg, 0))
+    paths = [p for t in dataset.train for p in t.img_paths]
+    out: dict[str, float] = {}
+    with _threads(1):
+        out.update(decode_rate(paths))
+        clips_per_s = _loader_clips_per_s(train_loader, batches, repeats=3)
+    out["train_frames_per_s_0_workers"] = clips_per_s * cfg.DATASETS.SEQ_LEN
+    out["pipeline_to_decode_ratio"] = (out["train_frames_per_s_0_workers"]
+                                       / out["decode_only_frames_per_s"])
+    for w in workers:
+        loader = (train_loader if w == 0
+                  else make_data_loaders(_with_workers(cfg, w), dataset)[0])
+        out[f"workers_{w}_clips_per_s"] = _loader_clips_per_s(loader, batches)
+        del loader
     t0 = time.perf_counter()
     n = 0
     for i, (clips, *_rest) in enumerate(query_loader):

@@ -1,6 +1,6 @@
 """Parameter counts and FLOPs of the configured model.
 
-``python -m tools.model_info --config_file FILE [--num_classes N] [KEY VALUE ...]`` prints the
+``python -m tools.model_info --config_file FILE [--num-classes N] [KEY VALUE ...]`` prints the
 parameters (total, backbone, identity head, attribute streams) and the FLOPs of one clip
 (1 x SEQ_LEN frames at INPUT.SIZE_TRAIN) counted by ``torch.utils.flop_counter.FlopCounterMode``,
 and the multiply-accumulates (FLOPs / 2), the unit of the paper's "20.7 GFLOPs". The model is
@@ -11,6 +11,7 @@ the attribute class counts are the dataset's (:func:`dataset_facts`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -18,10 +19,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from config import load_cfg
+from data.attributes import AttributeSchema
 from data.datasets import DATASET_CLASSES
+from data.datasets.folder import FolderDataset, read_folder_schema
 from engine import parse_command_line
 from modeling import build_model
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 _STREAMS = ("multi_attr_recoger", "attention_fusion")
 
@@ -77,12 +80,33 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
             "identity_head": float(total - backbone - streams)}
 
 
-def dataset_facts(name: str) -> tuple[int, list[list[int]] | None]:
-    """``(training identities of the standard split, attribute class counts per group or None)``
-    of the dataset ``DATASETS.NAME`` ``name``, read from its class (:data:`DATASET_CLASSES`)."""
-    cls = DATASET_CLASSES[name]
-    schema = cls.attribute_schema
-    return cls.standard_train_pids, (schema.attr_lens if schema is not None else None)
+def dataset_schema(name: str, root: str = "") -> AttributeSchema | None:
+    """The attribute schema of a dataset: its class's, or the folder dataset's
+    ``root/attributes.yml`` (None without attributes)."""
+    schema = DATASET_CLASSES[name].attribute_schema
+    if schema is None and name == "folder" and os.path.isfile(
+            os.path.join(root, FolderDataset.schema_file)):
+        schema = read_folder_schema(root)
+    return schema
+
+
+def dataset_facts(name: str, root: str = "", num_classes: int | None = None
+                  ) -> tuple[int, list[list[int]] | None]:
+    """``(training identities, attribute class counts per group or None)`` of a dataset.
+
+    Read from its class (:data:`DATASET_CLASSES`); the folder dataset has no standard split
+    (``num_classes`` must be given) and keeps its attribute schema in ``root/attributes.yml``
+    (None when the file is absent).
+
+    Raises:
+        UserError: no ``num_classes`` for a dataset without a standard split.
+    """
+    schema = dataset_schema(name, root)
+    num_classes = num_classes or DATASET_CLASSES[name].standard_train_pids
+    if num_classes is None:
+        raise UserError(f"DATASETS.NAME {name} has no standard split: pass the number of "
+                        "training identities with --num-classes N.")
+    return num_classes, (schema.attr_lens if schema is not None else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.model_info",
                                      description="Parameters and FLOPs of the configured model.")
     parser.add_argument("--config_file", default="", help="path to a yml config")
-    parser.add_argument("--num_classes", type=int, default=None,
+    parser.add_argument("--num-classes", "--num_classes", type=int, default=None, metavar="N",
                         help="training identities (default: the dataset's, MARS 625)")
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
     return parser
@@ -101,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user error)."""
     args = parse_command_line(build_parser(), argv)
     cfg = load_cfg(args.config_file or None, args.opts)
-    num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
-    num_classes = args.num_classes or num_classes
+    num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR,
+                                           args.num_classes)
     with torch.device("meta"):
         model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
     shape = (1, cfg.DATASETS.SEQ_LEN, 3, *cfg.INPUT.SIZE_TRAIN)

@@ -5,7 +5,8 @@ overrides), runs :func:`data.verification.verify_dataset` on DATASETS.NAME at
 DATASETS.ROOT_DIR (files, counts, attributes, images; see :mod:`data.verification`) with a
 progress bar on stderr, and prints the report: every problem (file, tracklet, CSV line) with
 its fix. Exits 0 when the folder is clean, 1 when it found a problem and 2 on a usage or
-config error.
+config error. ``DATASETS.NAME folder`` checks the layout of your own tracklets
+(:mod:`data.datasets.folder`): folder names, frames, attributes.yml and attributes.csv.
 
 Example::
 

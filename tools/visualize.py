@@ -7,9 +7,10 @@
     python -m tools.visualize architecture [--config_file FILE] [--out PATH] [--num-classes N] \
         [KEY VALUE ...]
 
-Pictures go under OUTPUT_DIR, or the folder of TEST.WEIGHT when OUTPUT_DIR is not given; the
+Pictures go under OUTPUT_DIR, or the folder of TEST.WEIGHT when OUTPUT_DIR is not given. PATH
+may be a glob of several checkpoints (``<run>/rank1_*.pth``): the best rank-1 one is used. The
 architecture diagram of a config (default configs/mars_aitl.yml) goes to --out (default
-display_images/architecture.png) and needs no checkpoint or dataset. The drawing itself is
+OUTPUT_DIR/architecture.png) and needs no checkpoint or dataset. The drawing itself is
 :mod:`utils.pictures`.
 """
 
@@ -33,11 +34,11 @@ from data import make_data_loaders
 from data.attributes import decode_attribute_logits
 from data.datasets import VideoReIDDataset
 from data.transforms import build_transforms
-from engine import parse_command_line
+from engine import CONFIG_KEY, parse_command_line
 from engine.evaluator import clips_per_batch, extract_features, query_gallery_distances
 from modeling import build_model, load_model_weights
-from tools.architecture import DEFAULT_ARCH_CONFIG, DEFAULT_ARCH_OUT, visualize_architecture
-from utils.checkpoint import load_file
+from tools.architecture import ARCH_FILE, DEFAULT_ARCH_CONFIG, visualize_architecture
+from utils.checkpoint import choose_checkpoint, load_file
 from utils.comm import resolve_device
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logger
@@ -63,14 +64,42 @@ class LoadedRun(NamedTuple):
     model: torch.nn.Module
     out_dir: str
 
+    @property
+    def weight_name(self) -> str:
+        """The checkpoint's file name without ``.pth``: pictures of two checkpoints of one run
+        folder go to different folders."""
+        return os.path.splitext(os.path.basename(self.cfg.TEST.WEIGHT))[0]
+
+
+def one_weight(opts: list[str]) -> list[str]:
+    """``opts`` with one path after TEST.WEIGHT where a shell glob gave several.
+
+    ``TEST.WEIGHT <run>/rank1_*.pth`` reaches the command as ``TEST.WEIGHT a.pth b.pth ...``:
+    the words up to the next config key are the candidates, and
+    :func:`utils.checkpoint.choose_checkpoint` picks one (the best rank-1, or the newest
+    file); the log says which.
+    """
+    keys = [i for i in range(0, len(opts), 2) if opts[i] == "TEST.WEIGHT"]
+    if not keys:
+        return opts
+    start = end = keys[0] + 1
+    while end < len(opts) and not CONFIG_KEY.match(opts[end]):
+        end += 1
+    if end - start < 2:
+        return opts
+    path, why = choose_checkpoint(opts[start:end])
+    logger.info("TEST.WEIGHT: %d files given; using %s, %s.", end - start, path, why)
+    return [*opts[:start], path, *opts[end:]]
+
 
 def load_run(cfg_file: str | None, opts: list[str]) -> LoadedRun:
     """The config, device, dataset, loaders and the model loaded from TEST.WEIGHT (eval mode).
 
     The checkpoint is read before the dataset so that a bad path fails at once. Pictures go
     under OUTPUT_DIR when it is given on the command line, else beside the checkpoint (the
-    trained run's folder).
+    trained run's folder). TEST.WEIGHT may be followed by several paths (:func:`one_weight`).
     """
+    opts = one_weight(opts)
     cfg = load_cfg(cfg_file, opts, freeze=False)
     if not cfg.TEST.WEIGHT:
         raise UserError("No checkpoint given: add TEST.WEIGHT path/to/checkpoint.pth after the "
@@ -127,7 +156,7 @@ def visualize_ranks(cfg_file: str | None, opts: list[str], num_queries: int = 8,
     run = load_run(cfg_file, opts)
     dist, q, g = _query_gallery_distances(run)
     query, gallery = run.dataset.query, run.dataset.gallery
-    folder = os.path.join(run.out_dir, "ranks")
+    folder = os.path.join(run.out_dir, f"ranks_{run.weight_name}")
     picks = np.linspace(0, len(query) - 1, num=min(num_queries, len(query))).round().astype(int)
     written = []
     for qi in picks:
@@ -182,7 +211,8 @@ def visualize_attention(cfg_file: str | None, opts: list[str], tracklet: int = 0
         (label, maps[key][0].float().cpu().numpy()) for label, key in streams
         if maps.get(key) is not None]
     path = draw_attention(frames, rows, _predicted_lines(run, attr_logits, track.attributes),
-                          os.path.join(run.out_dir, "attention", f"{split}_{tracklet:04d}.png"))
+                          os.path.join(run.out_dir, f"attention_{run.weight_name}",
+                                       f"{split}_{tracklet:04d}.png"))
     logger.info("Wrote %s", path)
     return path
 
@@ -203,7 +233,8 @@ def visualize_curves(run_dir: str) -> str:
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The command line of ``python -m tools.visualize``: the top-level parser and the parser
     of each command."""
-    parser = argparse.ArgumentParser(description="Pictures of a trained re-ID model.")
+    parser = argparse.ArgumentParser(prog="python -m tools.visualize",
+                                     description="Pictures of a trained re-ID model.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("ranks", "ranked gallery lists of a few queries"),
                             ("attention", "attention maps of one tracklet")):
@@ -222,7 +253,8 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     p = sub.add_parser("architecture", help="diagram of the model of a config")
     p.add_argument("--config_file", default="", metavar="FILE",
                    help=f"default: {DEFAULT_ARCH_CONFIG}")
-    p.add_argument("--out", default="", metavar="PATH", help=f"default: {DEFAULT_ARCH_OUT}")
+    p.add_argument("--out", default="", metavar="PATH",
+                   help=f"default: OUTPUT_DIR/{ARCH_FILE} (output/{ARCH_FILE} when empty)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="training identities (default: the standard split of DATASETS.NAME)")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE",

@@ -1,12 +1,15 @@
-"""Atomic checkpoint files, the ``last_checkpoint`` pointer and RNG-state capture for resume."""
+"""Atomic checkpoint files, the ``last_checkpoint`` pointer, the best-rank-1 file name and
+RNG-state capture for resume."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import random
-import tempfile
-from typing import Any
+import re
+import secrets
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -14,18 +17,30 @@ import torch
 from utils.errors import UserError
 
 LAST_POINTER = "last_checkpoint"
+_BEST_NAME = re.compile(r"rank1_(\d+(?:\.\d+)?)_checkpoint_ep(\d+)\.pth")
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+def _create_temp(folder: str, suffix: str = "") -> tuple[int, str]:
+    """Create a new hidden file in ``folder``; returns its descriptor and path.
 
-    A crash while writing leaves the previous file at ``path`` untouched.
+    Its mode is that of a normally written file (0666 less the umask), not ``mkstemp``'s 0600:
+    the renamed file then matches the rest of the run folder.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    while True:
+        path = os.path.join(folder, f".tmp-{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _atomic_write(path: str, write: Callable[[IO[bytes]], None], suffix: str = "") -> None:
+    """Write through ``write(binary file)`` to a temporary file in the folder of ``path``, flush
+    it to disk, then rename it over ``path``; a failure leaves the previous file untouched."""
+    fd, tmp = _create_temp(os.path.dirname(os.path.abspath(path)), suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,13 +50,18 @@ def atomic_save(obj: Any, path: str) -> None:
         raise
 
 
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash while writing leaves the previous file at ``path`` untouched. The file gets the
+    mode of a normally written one (the umask applies).
+    """
+    _atomic_write(path, lambda f: torch.save(obj, f), suffix=".pth")
+
+
 def atomic_write_text(text: str, path: str) -> None:
-    """Write a small text file atomically (temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write a small text file atomically (temporary file, then rename; the umask applies)."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 _ZIP_MAGIC = b"PK\x03\x04"   # torch.save since torch 1.6
@@ -110,6 +130,34 @@ def restore_rng_state(state: dict) -> None:
 
 def _to_tuple(x):
     return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def best_checkpoint_name(r1: float, epoch: int) -> str:
+    """File name of a run's model with a new best rank-1 (the original's naming, by R1 only):
+    ``rank1_<r1 rounded to 4 digits>_checkpoint_ep<epoch>.pth``."""
+    return f"rank1_{round(r1, 4)}_checkpoint_ep{epoch}.pth"
+
+
+def choose_checkpoint(paths: list[str]) -> tuple[str, str]:
+    """The checkpoint to use among several, e.g. the files of a glob ``<run>/rank1_*.pth``.
+
+    Returns:
+        ``(path, why)``: when every name is a :func:`best_checkpoint_name`, the highest rank-1
+        (then the latest epoch); otherwise the newest file. ``why`` says which rule chose it.
+
+    Raises:
+        UserError: a path is not a file.
+    """
+    absent = [p for p in paths if not os.path.isfile(p)]
+    if absent:
+        raise UserError(f"Checkpoint not found: {', '.join(repr(p) for p in absent)}. Check "
+                        "the paths.")
+    best = [_BEST_NAME.fullmatch(os.path.basename(p)) for p in paths]
+    if all(best):
+        scores = [(float(m[1]), int(m[2])) for m in best]
+        return paths[scores.index(max(scores))], "the best rank-1"
+    mtimes = [os.path.getmtime(p) for p in paths]
+    return paths[mtimes.index(max(mtimes))], "the newest file"
 
 
 class Checkpointer:

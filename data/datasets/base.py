@@ -56,8 +56,10 @@ class Tracklet(NamedTuple):
             original person id (never relabelled), the 1-based camera (``camid + 1``) and the
             tracklet number: MARS the ``tttt`` of the image names ``PPPPCcTttttFfff.jpg``,
             DukeMTMC-VideoReID the tracklet folder's name, iLIDS-VID and PRID-2011 (one
-            tracklet per person and camera) 1. For MARS and Duke it is the key of the
-            tracklet's row in the attribute CSV, ``(person_id, camera_id, tracklets_id)``.
+            tracklet per person and camera) 1, the folder dataset the position of the
+            ``<camid>_<tracklet>`` folder among its pid folder's (1-based). For MARS and Duke
+            it is the key of the tracklet's row in the attribute CSV, ``(person_id,
+            camera_id, tracklets_id)``; the folder dataset's CSV keys rows by folder name.
     """
 
     img_paths: tuple[str, ...]

@@ -1,4 +1,4 @@
-"""Write small synthetic MARS / DukeMTMC-VideoReID datasets in the real on-disk formats.
+"""Write small synthetic datasets: MARS / DukeMTMC-VideoReID in their real formats, or folders.
 
 The images are rendered, not random: every identity is a simple person figure drawn from its
 ID-relevant attributes (clothes colours, sleeve and trouser length, dress, bags, backpack, hat,
@@ -29,16 +29,25 @@ Layouts (SPEC §2):
   the gallery folder also holds the query tracklets (one per test identity) and a few
   gallery-only identities; tracklet numbers (folder names) are unique over the dataset, as the
   ``tracklets_id`` column of the real ``duke_attributes.csv``.
+* folder (your own data, :mod:`data.datasets.folder`): ``train/``, ``query/``, ``gallery/``,
+  each ``<pid4>/<camid>_<tracklet4>/<frame4>.jpg``, with MARS's plan: the junk tracklets in
+  ``gallery/-1/``, the distractors as gallery pid ``0000``; ``attributes.yml`` (MARS's
+  attributes) and ``attributes.csv`` (``pid, camid, tracklet``: a row for every tracklet but
+  the junk).
 
-The CSV columns are those of the dataset class's ``attribute_schema``. Train and test identities are
+The attribute columns are those of the dataset class's ``attribute_schema`` (MARS's for
+the folder format); ``attributes=False`` writes no attribute file. Train and test identities are
 disjoint (half each); an identity's tracklets are spread over
 ``min(cameras, max(2, tracklets - 1))`` cameras. Tracklet lengths vary by up to a quarter
 around ``frames``. A marker file (:data:`MARKER_NAME`) is written last into a temporary sibling
-folder that is then renamed, so an interrupted write never looks like a complete dataset.
+folder that is then renamed, so an interrupted write never looks like a complete dataset; it
+records the arguments, and a dataset written with other ones is replaced only with
+``overwrite``.
 
 Example::
 
     python -m tools.synthetic --format mars --out data/mars_synthetic
+    python -m tools.synthetic --format folder --out data/demo_tracklets [--no-attributes]
 """
 
 from data.synthetic.plan import FORMATS

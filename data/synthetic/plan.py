@@ -29,6 +29,7 @@ __all__ = [
     "N_SCENE_BOXES",
     "PANORAMA",
     "TRAITS",
+    "format_schema",
     "frame_parameters",
     "plan_dataset",
     "sample_cameras",
@@ -49,11 +50,16 @@ CSV_TRAITS = {
     "bottom type": "bottom_type", "boots": "boots", "shoes": "light_shoes",
 }
 
-# format -> camera count, chances of the 7 binary ID-irrelevant attributes
+# format -> camera count, chances of the 7 binary ID-irrelevant attributes, and the dataset
+# whose split plan (queries, junk, distractors) and attribute schema it follows
 FORMATS = {
-    "mars": {"cameras": 6, "binary_p": (0.04, 0.03, 0.04, 0.03, 0.01, 0.01, 0.01)},
+    "mars": {"cameras": 6, "binary_p": (0.04, 0.03, 0.04, 0.03, 0.01, 0.01, 0.01),
+             "like": "mars"},
     # background-dominant and target-miss are never set in the real Duke CSV
-    "duke": {"cameras": 8, "binary_p": (0.04, 0.03, 0.04, 0.0, 0.01, 0.0, 0.01)},
+    "duke": {"cameras": 8, "binary_p": (0.04, 0.03, 0.04, 0.0, 0.01, 0.0, 0.01), "like": "duke"},
+    # the folder layout of your own data (data.datasets.folder), with MARS's plan and attributes
+    "folder": {"cameras": 6, "binary_p": (0.04, 0.03, 0.04, 0.03, 0.01, 0.01, 0.01),
+               "like": "mars"},
 }
 _SKIN_TONES = np.array(
     [[0.96, 0.80, 0.68], [0.85, 0.65, 0.50], [0.65, 0.45, 0.32], [0.42, 0.28, 0.20]],
@@ -89,6 +95,11 @@ _N_SEGMENTS = 8
 PANORAMA = 8  # scene width in frame widths
 N_SCENE_BOXES = 16
 N_CLUTTER = 4
+
+
+def format_schema(fmt: str) -> AttributeSchema:
+    """The attribute schema of a synthetic format (that of the dataset it follows)."""
+    return DATASET_CLASSES[FORMATS[fmt]["like"]].attribute_schema
 
 
 def _class_count(schema: AttributeSchema, column: str) -> int:
@@ -470,7 +481,7 @@ def plan_dataset(rng: np.random.Generator, fmt: str, ids: int, k: int,
 
     Args:
         rng: the dataset's generator.
-        fmt: "mars" or "duke".
+        fmt: a key of :data:`FORMATS`.
         ids: identities (half train, half test).
         k: tracklets per identity.
         frames: mean frames per tracklet.
@@ -479,7 +490,9 @@ def plan_dataset(rng: np.random.Generator, fmt: str, ids: int, k: int,
         (tracks, n_people): per tracklet ``split`` (0 train, 1 test), ``pid``, ``camid``
         (1-based), ``tnum`` (tracklet number), ``person`` (index into the people table, -1
         none), ``query`` (bool), ``nuisance`` (n, 9), ``length``, ``has_row`` (bool: gets a
-        CSV row); and the number of people to draw (identities first, then extra persons).
+        CSV row: every identity, and in the folder format also the distractors, pid 0, which
+        are an ordinary gallery identity there); and the number of people to draw
+        (identities first, then extra persons).
     """
     n_train = ids // 2
     n_cams = FORMATS[fmt]["cameras"]
@@ -489,17 +502,17 @@ def plan_dataset(rng: np.random.Generator, fmt: str, ids: int, k: int,
     test = _identity_tracklets(rng, test_pids, k, n_cams)
     n_extra_people = max(ids, 8)
     extra = ids + rng.integers(0, n_extra_people, 4 * ids + 16)  # persons that are no identity
-    if fmt == "mars":
+    if FORMATS[fmt]["like"] == "mars":
         tracks = _mars_tracklets(rng, train, test, extra, n_cams)
     else:
         tracks = _duke_tracklets(rng, train, test, extra, n_cams, ids, k)
     pid = tracks["pid"]
-    nuisance = _sample_nuisance(rng, len(pid), DATASET_CLASSES[fmt].attribute_schema,
-                                FORMATS[fmt]["binary_p"])
+    nuisance = _sample_nuisance(rng, len(pid), format_schema(fmt), FORMATS[fmt]["binary_p"])
     nuisance[pid == -1, 2:] = 0
     nuisance[pid == -1, 4:6] = 1  # junk: background and a stray person at the border
     nuisance[pid == 0, 3] = 1  # distractors: partial detections
     spread = frames // 4
     length = rng.integers(frames - spread, frames + spread + 1, len(pid))
-    tracks.update(nuisance=nuisance, length=length, has_row=pid > 0)
+    tracks.update(nuisance=nuisance, length=length,
+                  has_row=pid >= 0 if fmt == "folder" else pid > 0)
     return tracks, ids + n_extra_people
