@@ -43,7 +43,8 @@ _C.MODEL.IF_LABELSMOOTH = "on"
 # New: activation checkpointing of the backbone stages (same results, much less memory)
 _C.MODEL.GRAD_CHECKPOINT = False
 # New: channels_last memory format for the convolutions, the same outputs: "auto" (on where it
-# is measured faster: CPUs and CUDA GPUs, see modeling.resolve_channels_last), True or False
+# is measured faster: CUDA GPUs, CPUs for frames of 256x128 and more; see
+# modeling.resolve_channels_last), True or False
 _C.MODEL.CHANNELS_LAST = "auto"
 # New: ReLU in the stem of the plain ResNets (resnet18 ... resnet152). False = the original
 # (and the paper's) conv1 -> bn1 -> max-pool; True = torchvision's architecture. IBN-a and the

@@ -16,22 +16,26 @@ from .weights import load_backbone_weights, load_model_weights
 
 logger = logging.getLogger("reid.model")
 
-# MODEL.CHANNELS_LAST "auto" per device type: on where channels_last is the faster layout (the
-# same outputs either way). CPU: the paper model's training step 1.3x faster on a 2-core Xeon
-# (oneDNN), extraction 1.75x (``python -m tools.benchmark train|extract``); CUDA: the layout of
-# the tensor-core convolutions (mixed precision, TF32). Other devices: off (not measured).
-CHANNELS_LAST_AUTO = {"cpu": True, "cuda": True}
+# MODEL.CHANNELS_LAST "auto": on where channels_last is the faster layout (the same outputs
+# either way). CUDA: the layout of the tensor-core convolutions (mixed precision, TF32). CPU
+# (oneDNN, 2-core Xeon): faster for frames of 256x128 and more (the paper model's training step
+# 1.2x, extraction with the folded BatchNorms 1.76x; ResNet-18 1.15x), about equal at 128x64,
+# slower for small frames (ResNet-18 at 64x32: 0.8x, the CPU demo). Other devices: off.
+CHANNELS_LAST_AUTO = {"cuda": 0, "cpu": 256 * 128}   # device type -> least H * W of a frame
 
 
-def resolve_channels_last(setting: bool | str, device: torch.device | str) -> bool:
+def resolve_channels_last(setting: bool | str, device: torch.device | str,
+                          input_size: tuple[int, int] = (256, 128)) -> bool:
     """MODEL.CHANNELS_LAST for a device: True/False as given, "auto" per :data:`CHANNELS_LAST_AUTO`.
 
     Args:
         setting: the MODEL.CHANNELS_LAST value (True, False or "auto").
         device: the device the model runs on.
+        input_size: (H, W) of the frames (INPUT.SIZE_TRAIN).
     """
     if setting == "auto":
-        return CHANNELS_LAST_AUTO.get(torch.device(device).type, False)
+        least = CHANNELS_LAST_AUTO.get(torch.device(device).type)
+        return least is not None and int(input_size[0]) * int(input_size[1]) >= least
     return bool(setting)
 
 
@@ -87,7 +91,8 @@ def build_model(cfg: CfgNode, num_classes: int, attr_lens: list[list[int]] | Non
         input_size=tuple(cfg.INPUT.SIZE_TRAIN),
         grad_checkpoint=cfg.MODEL.GRAD_CHECKPOINT,
         channels_last=resolve_channels_last(cfg.MODEL.CHANNELS_LAST,
-                                            device if device is not None else cfg.MODEL.DEVICE),
+                                            device if device is not None else cfg.MODEL.DEVICE,
+                                            cfg.INPUT.SIZE_TRAIN),
         stem_relu=cfg.MODEL.STEM_RELU,
     )
     if load_pretrained is None:

@@ -56,9 +56,10 @@ def test_train_times_the_trainers_step(tmp_path, monkeypatch):
     assert res["clips_per_s"] == pytest.approx(res["clips"] / (res["step_s"] * 2))
     assert res["outside_compute_fraction"] == pytest.approx(
         1 - (split["forward"] + split["backward"]) / res["step_s"])
-    # the speed-ups: channels_last ("auto" on a CPU), fused Adam; cuDNN is for CUDA only
+    # the speed-ups: channels_last ("auto": off on a CPU for these 32x16 frames), fused Adam;
+    # cuDNN is for CUDA only
     assert (res["channels_last"], res["optimizer_kernels"], res["cudnn_benchmark"]) == (
-        True, "fused", False)
+        False, "fused", False)
 
 
 def test_train_without_speedups(tmp_path):
@@ -69,14 +70,14 @@ def test_train_without_speedups(tmp_path):
 
 
 def test_extract_and_data(tmp_path):
-    res = run(tmp_path, "extract")["extract"]
+    res = run(tmp_path, "extract", "MODEL.CHANNELS_LAST", "True")["extract"]
     assert res["clips"] == sum(MARS_CLIPS_PER_TRACKLET)
     assert res["tracklets"] == len(MARS_CLIPS_PER_TRACKLET)
     assert res["clips_per_batch"] == 2                                  # auto on a CPU
     assert res["speedup_batched"] == pytest.approx(
         res["batched_clips_per_s"] / res["one_tracklet_at_a_time_clips_per_s"])
     assert res["amp_dtype"] == "float32"                               # no autocast on a CPU
-    assert res["channels_last"] is True        # ours; the original's way is NCHW, same weights
+    assert res["channels_last"] is True        # (forced) ours; the original's NCHW, same weights
     assert res["max_feature_diff"] <= 1e-4 * max(1.0, res["max_feature_abs"])
     res = run(tmp_path, "data")["data"]
     rates = [res[f"workers_{w}_clips_per_s"] for w in (0, 1, 2)]

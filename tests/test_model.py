@@ -305,17 +305,22 @@ def test_channels_last_setting_from_yml_and_command_line(tmp_path):
 
 
 def test_channels_last_auto_per_device():
-    assert resolve_channels_last("auto", "cpu") is True
-    assert resolve_channels_last("auto", torch.device("cuda", 1)) is True
+    assert resolve_channels_last("auto", "cpu") is True                 # 256x128: faster
+    assert resolve_channels_last("auto", "cpu", (256, 128)) is True
+    assert resolve_channels_last("auto", "cpu", (128, 64)) is False     # small frames: slower
+    assert resolve_channels_last("auto", "cpu", [64, 32]) is False
+    assert resolve_channels_last("auto", torch.device("cuda", 1), (64, 32)) is True
     assert resolve_channels_last("auto", "meta") is False          # not measured: off
     assert resolve_channels_last(False, "cuda") is False
     assert resolve_channels_last(True, "meta") is True
     cfg = get_cfg()
     cfg.MODEL.NAME, cfg.MODEL.PRETRAIN_CHOICE, cfg.INPUT.SIZE_TRAIN = "resnet18", "none", SMALL
     cfg.MODEL.DEVICE = "cpu"
-    for setting, device, expected in (("auto", None, True), ("auto", "meta", False),
-                                      (False, None, False), (True, "meta", True)):
-        cfg.MODEL.CHANNELS_LAST = setting
+    for setting, device, size, expected in (
+            ("auto", None, [256, 128], True), ("auto", None, SMALL, False),
+            ("auto", "meta", [256, 128], False), (False, None, [256, 128], False),
+            (True, "meta", SMALL, True)):
+        cfg.MODEL.CHANNELS_LAST, cfg.INPUT.SIZE_TRAIN = setting, size
         model = build_model(cfg, 5, None, device=device)
         assert model.channels_last is expected
         assert model.base.conv1.weight.is_contiguous(
