@@ -27,6 +27,7 @@ __all__ = [
     "find_missing_files",
     "make_tracklets",
     "relabel_pids",
+    "sorted_entries",
     "two_camera_split",
 ]
 
@@ -144,14 +145,22 @@ def make_tracklets(subset: str, paths: Sequence[tuple[str, ...]], keys: Sequence
             for p, pid, a, k in zip(paths, pids, attrs, keys, strict=True)]
 
 
+def sorted_entries(path: str, dirs: bool) -> list[os.DirEntry]:
+    """The visible sub-folders (``dirs``) or image files of a folder, sorted by name."""
+    with os.scandir(path) as it:
+        entries = [e for e in it if not e.name.startswith(".")
+                   and (e.is_dir() if dirs else
+                        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))]
+    return sorted(entries, key=lambda e: e.name)
+
+
 def _person_tracklet(folder: str) -> tuple[str, ...]:
     """Sorted image paths of a person folder (one tracklet)."""
-    names = sorted(n for n in os.listdir(folder)
-                   if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS))
-    if not names:
+    paths = tuple(e.path for e in sorted_entries(folder, dirs=False))
+    if not paths:
         raise UserError(f"Tracklet folder '{folder}' holds no image. Fix: re-extract the "
                         "dataset.")
-    return tuple(os.path.join(folder, n) for n in names)
+    return paths
 
 
 def _person_number(folder: str) -> int:

@@ -22,12 +22,12 @@ import numpy as np
 
 from data.attributes import DUKE_SCHEMA
 from data.datasets.base import (
-    IMAGE_EXTENSIONS,
     AttributeLookup,
     TrackletKey,
     VideoReIDDataset,
     check_required_paths,
     make_tracklets,
+    sorted_entries,
 )
 from utils.errors import UserError
 
@@ -38,16 +38,8 @@ _WHERE = ("Get DukeMTMC-VideoReID.zip from https://github.com/Yu-Wu/DukeMTMC-Vid
           "README (Data preparation), and set DATASETS.ROOT_DIR to the folder that holds them.")
 
 
-def _sorted_entries(path: str, dirs: bool) -> list[os.DirEntry]:
-    with os.scandir(path) as it:
-        entries = [e for e in it if not e.name.startswith(".")
-                   and (e.is_dir() if dirs else
-                        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))]
-    return sorted(entries, key=lambda e: e.name)
-
-
 def _numeric_dirs(path: str) -> list[os.DirEntry]:
-    entries = _sorted_entries(path, dirs=True)
+    entries = sorted_entries(path, dirs=True)
     for e in entries:
         if not e.name.isdigit():
             raise UserError(f"'{e.path}': expected <pid>/<tracklet>/ folders with numeric "
@@ -71,7 +63,7 @@ def scan_tracklet_folders(split_dir: str) -> list[tuple[int, int, str, list[str]
     out = []
     for pid_entry in _numeric_dirs(split_dir):
         for tr_entry in _numeric_dirs(pid_entry.path):
-            names = [e.name for e in _sorted_entries(tr_entry.path, dirs=False)]
+            names = [e.name for e in sorted_entries(tr_entry.path, dirs=False)]
             if not names:
                 raise UserError(f"Tracklet folder '{tr_entry.path}' holds no image. Fix: "
                                 "re-extract the dataset or remove the folder.")

@@ -41,6 +41,7 @@ from data.datasets.base import (
     VideoReIDDataset,
     check_required_paths,
     relabel_pids,
+    sorted_entries,
 )
 from utils.errors import UserError
 
@@ -54,15 +55,6 @@ _LAYOUT = ("<split>/<pid>/<camid>_<tracklet>/<frames> with integer pid and camid
            "train/0007/2_0001/0001.jpg (README, Your own data)")
 _WHERE = f"arrange the tracklets as {_LAYOUT}, and set DATASETS.ROOT_DIR to the folder."
 _NO_ATTRIBUTES = ("set ATTR_RECOG_ON False MODEL.FUSION_METHOD TA to train without attributes")
-
-
-def _visible(path: str, dirs: bool) -> list[os.DirEntry]:
-    """The sub-folders (``dirs``) or the frame files of a folder, sorted by name."""
-    with os.scandir(path) as it:
-        entries = [e for e in it if not e.name.startswith(".")
-                   and (e.is_dir() if dirs else
-                        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))]
-    return sorted(entries, key=lambda e: e.name)
 
 
 def _integer(text: str, signed: bool) -> int | None:
@@ -98,7 +90,7 @@ def split_tracklets(split_dir: str) -> tuple[list[Tracklet], int]:
             ``<camid>_<tracklet>``, a tracklet without frames, or no tracklet at all.
     """
     pid_dirs = []
-    for entry in _visible(split_dir, dirs=True):
+    for entry in sorted_entries(split_dir, dirs=True):
         pid = _integer(entry.name, signed=True)
         if pid is None:
             raise UserError(f"Pid folder '{entry.path}': the name must be an integer person id "
@@ -107,9 +99,9 @@ def split_tracklets(split_dir: str) -> tuple[list[Tracklet], int]:
         pid_dirs.append((pid, entry))
     tracklets, junk = [], 0
     for pid, pid_entry in sorted(pid_dirs, key=lambda p: (p[0], p[1].name)):
-        for number, entry in enumerate(_visible(pid_entry.path, dirs=True), start=1):
+        for number, entry in enumerate(sorted_entries(pid_entry.path, dirs=True), start=1):
             camid = _tracklet_camid(entry)
-            frames = tuple(e.path for e in _visible(entry.path, dirs=False))
+            frames = tuple(e.path for e in sorted_entries(entry.path, dirs=False))
             if not frames:
                 raise UserError(f"Tracklet folder '{entry.path}' holds no frame (files ending "
                                 f"{', '.join(IMAGE_EXTENSIONS)}). Fix: add its frames or remove "
