@@ -18,7 +18,11 @@ CONFIGS = ["resnet18_bce_ATTR_TA", "resnet18_mce_ATTR_TA", "resnet18_none_TA",
            "resnet50_bce_ATTR_TA"]
 OUTPUT_RTOL = 1e-4     # relative L2 error of every output tensor
 GRAD_RTOL = 1e-3       # relative L2 error of the listed gradients and of every gradient norm
-NOISE = 1e-6           # gradient norms below this fraction of the largest are rounding noise
+# Gradient norms are compared to GRAD_RTOL plus NOISE x the largest norm: norms below that are
+# rounding noise (the README of the golden folder), and a few small ones are sums with heavy
+# cancellation (attention_conv.bias: the net gradient is 250-400x smaller than the sum of the
+# absolute per-position terms, so 1e-5 rounding of the terms is 2e-3 of the net).
+NOISE = 1e-6
 
 
 def rel_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
