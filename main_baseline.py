@@ -70,12 +70,13 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict | Non
     return args, ({"EVALUATE_ONLY": True} if args.eval_only else None)
 
 
-def _resume_state(cfg, args) -> tuple[str, dict] | None:
-    """(path, content) of the checkpoint ``--resume`` continues from, or None without it."""
+def _resume_point(cfg, args) -> tuple[str, int] | None:
+    """(path, completed epochs) of the checkpoint ``--resume`` continues from, or None."""
     if args.resume is None:
         return None
     path = args.resume or Checkpointer.find_last(cfg.OUTPUT_DIR or "output")
-    return path, load_file(path)
+    state = load_file(path)   # read now: a wrong file is reported before any work starts
+    return path, int(state.get("epoch", 0)) if isinstance(state, dict) else 0
 
 
 @run_cli
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logger("reid", None, get_rank())
     if not cfg.EVALUATE_ONLY:
         check_batch_identities(cfg, get_world_size())
-    resume = _resume_state(cfg, args)
-    if resume is not None and int(resume[1].get("epoch", 0)) >= cfg.SOLVER.MAX_EPOCHS:
+    resume = _resume_point(cfg, args)
+    if resume is not None and resume[1] >= cfg.SOLVER.MAX_EPOCHS:
         logger.info("%s: all %d epochs (SOLVER.MAX_EPOCHS) are done, nothing to train. Raise "
                     "SOLVER.MAX_EPOCHS to continue training.", resume[0],
                     cfg.SOLVER.MAX_EPOCHS)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
-        resume: tuple[str, dict] | None) -> int:
+        resume: tuple[str, int] | None) -> int:
     """Build everything from the config, then evaluate only or train; the exit status."""
     configure_backends(device, training=not cfg.EVALUATE_ONLY)
     train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
@@ -132,7 +133,7 @@ def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
                       (train_loader, query_loader, gallery_loader), dataset, device, run_dir,
                       center_optimizer)
     if resume is not None:
-        trainer.resume(*resume)
+        trainer.resume(resume[0])
     try:
         trainer.train()
     except Interrupted as e:

@@ -222,6 +222,7 @@ def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
     u = _uniform(t, generator, consistent, attempts, 2)                         # (T, A, 2)
     corner = _uniform(t, generator, consistent, 2)                              # (T, 2)
     out = x
+    fill = None
     for k in range(1 if consistent else t):
         box = _erasing_box(u[k], corner[k], h, w, area, min_aspect) if apply[k] else None
         if box is None:
@@ -230,8 +231,9 @@ def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
             out = x.clone()
         top, left, eh, ew = box
         frames = slice(None) if consistent else k      # a rectangle is a view: fill in place
-        out[frames, :, top:top + eh, left:left + ew] = torch.as_tensor(
-            value, dtype=x.dtype).view(c, 1, 1)
+        if fill is None:
+            fill = torch.as_tensor(value, dtype=x.dtype).view(c, 1, 1)
+        out[frames, :, top:top + eh, left:left + ew] = fill
     return out
 
 

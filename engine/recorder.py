@@ -61,7 +61,17 @@ class RunRecorder:
                  info: dict | None = None) -> None:
         self.run_dir = run_dir
         self.history: dict = {**(info or {}), "evaluations": [], "epochs": []}
-        self.tb = _tensorboard_writer(run_dir) if run_dir and tensorboard else None
+        self._tensorboard = bool(run_dir and tensorboard)
+        self._tb = None        # opened at the first scalar: a run that fails first leaves none
+
+    def _scalars(self, prefix: str, values: dict, step: int) -> None:
+        """Mirror scalars to TensorBoard (when wanted and installed)."""
+        if self._tensorboard and self._tb is None:
+            self._tb = _tensorboard_writer(self.run_dir)
+            self._tensorboard = self._tb is not None
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"{prefix}/{k}", v, step)
 
     # ------------------------------------------------------------------ state
     def state(self) -> str:
@@ -84,9 +94,7 @@ class RunRecorder:
         """Log an evaluation under ``heading``, add it to the history and to TensorBoard."""
         log_results(heading, results)
         self.history["evaluations"].append(results_record(epoch, results))
-        if self.tb is not None:
-            for k in RANK_KEYS:
-                self.tb.add_scalar(f"eval/{k}", results[k], epoch)
+        self._scalars("eval", {k: results[k] for k in RANK_KEYS}, epoch)
         self.write()
 
     def iterations(self, epoch: int, it: int, num_iters: int, terms: str, lr: float,
@@ -98,10 +106,8 @@ class RunRecorder:
     def epoch(self, record: dict) -> None:
         """Add an epoch's record (epoch, lr, seconds, clips_per_s, loss terms) and log it."""
         self.history["epochs"].append(record)
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "epoch":
-                    self.tb.add_scalar(f"train/{k}", v, record["epoch"])
+        self._scalars("train", {k: v for k, v in record.items() if k != "epoch"},
+                      record["epoch"])
         self.write()
         logger.info("Epoch %d done in %.1f s (%.1f clips/s), lr %.2e, loss %.4f", record["epoch"],
                     record["seconds"], record["clips_per_s"], record["lr"], record["total"])
@@ -109,9 +115,9 @@ class RunRecorder:
     def close(self) -> None:
         """Close TensorBoard and draw ``curves.png`` of the history (with a run folder and a
         history to draw)."""
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self.run_dir and (self.history["epochs"] or self.history["evaluations"]):
             path = plot_curves(self.history["epochs"], self.history["evaluations"],
                                os.path.join(self.run_dir, "curves.png"))

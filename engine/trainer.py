@@ -184,10 +184,9 @@ class Trainer:
             state["center_optimizer"] = self.center_optimizer.state_dict()
         return state
 
-    def resume(self, path: str, state: dict | None = None) -> None:
-        """Load a checkpoint written by :meth:`save` (``state``: its content, when already
-        loaded) and continue after it."""
-        state = load_file(path) if state is None else state
+    def resume(self, path: str) -> None:
+        """Load a checkpoint written by :meth:`save` and continue after it."""
+        state = load_file(path)
         if not isinstance(state, dict) or "optimizer" not in state or "model" not in state:
             raise UserError(f"'{path}' is not a full training checkpoint of this project "
                             "(no optimizer state): use it with TEST.WEIGHT or "
@@ -221,21 +220,27 @@ class Trainer:
         """Evaluate on rank 0 (other ranks wait); record, log and keep the best rank-1 model."""
         results = None
         self._evaluating = True
-        if is_main_process():
-            results = evaluate(self.bare_model, self.query_loader, self.gallery_loader,
-                               self.device, **evaluation_kwargs(self.cfg, self.dataset,
-                                                                self.device, self.amp_dtype))
-            self.recorder.evaluation(
-                epoch, results, f"Validation results, epoch {epoch} ({results['seconds']:.1f} s, "
-                                f"{results['clips_per_s']:.1f} clips/s)")
-            if epoch > 0 and results["R1"] > self.best_r1 and self.run_dir:
-                self.best_r1 = results["R1"]
-                # Like the original's rank1_<r1>_checkpoint_ep<e>.pth (named by R1 only).
-                path = os.path.join(self.run_dir, best_checkpoint_name(results["R1"], epoch))
-                atomic_save(self.bare_model.state_dict(), path)
-                logger.info("New best rank-1 %.2f%%: saved %s", 100 * results["R1"], path)
-        synchronize()
-        self._evaluating = False
+        try:
+            if is_main_process():
+                results = self._evaluate_and_keep_best(epoch)
+            synchronize()
+        finally:
+            self._evaluating = False
+        return results
+
+    def _evaluate_and_keep_best(self, epoch: int) -> dict:
+        results = evaluate(self.bare_model, self.query_loader, self.gallery_loader, self.device,
+                           **evaluation_kwargs(self.cfg, self.dataset, self.device,
+                                               self.amp_dtype))
+        self.recorder.evaluation(
+            epoch, results, f"Validation results, epoch {epoch} ({results['seconds']:.1f} s, "
+                            f"{results['clips_per_s']:.1f} clips/s)")
+        if epoch > 0 and results["R1"] > self.best_r1 and self.run_dir:
+            self.best_r1 = results["R1"]
+            # Like the original's rank1_<r1>_checkpoint_ep<e>.pth (named by R1 only).
+            path = os.path.join(self.run_dir, best_checkpoint_name(results["R1"], epoch))
+            atomic_save(self.bare_model.state_dict(), path)
+            logger.info("New best rank-1 %.2f%%: saved %s", 100 * results["R1"], path)
         return results
 
     # ------------------------------------------------------------------ training
@@ -296,6 +301,8 @@ class Trainer:
     def _evaluate_or_save(self, epoch: int) -> dict | None:
         try:
             return self.evaluate(epoch)
+        except Interrupted:   # a second signal: stop at once, no checkpoint
+            raise
         except Exception:
             # keep the trained epoch: --resume continues after it
             logger.error("Evaluation after epoch %d failed; saving the epoch's checkpoint "
@@ -378,7 +385,6 @@ class Trainer:
                 self._log_window(meter, bar, epoch, it, num_iters, lr)
             if self._stop_signal is not None:
                 bar.close()
-                self.epoch = epoch - 1
                 self._stop_if_signalled(epoch, it)
         bar.close()
         if meter.sums is not None:

@@ -214,3 +214,25 @@ def test_a_file_that_is_no_checkpoint_is_named_without_unsafe_advice(tiny_mars, 
     assert f"'{junk}' is not a PyTorch checkpoint" in err
     assert "weights_only" not in err and "file an issue" not in err
     assert not out.exists() or run_dirs(out) == []
+
+
+def test_a_second_signal_during_evaluation_stops_without_a_checkpoint(tiny_mars, tmp_path,
+                                                                     monkeypatch, capsys):
+    import engine.trainer as trainer_module
+
+    real = trainer_module.evaluate
+
+    def twice(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", twice)
+    out = tmp_path / "eval_twice"
+    opts = [*tiny_opts(tiny_mars, out, 3), "SOLVER.EVAL_PERIOD", "1"]
+    assert main_baseline.main(["--config_file", "", *opts]) == 143
+    captured = capsys.readouterr()
+    assert "Evaluation after epoch" not in captured.out + captured.err   # not a failure
+    assert "Traceback" not in captured.out + captured.err
+    (run,) = run_dirs(out)
+    assert not (run / "checkpoint_ep1.pth").exists() and not (run / "interrupted.pth").exists()

@@ -287,3 +287,10 @@ def test_ranks_of_two_checkpoints_of_one_run_do_not_overwrite_each_other(trained
                                *tiny_opts(root, out), "TEST.WEIGHT", str(weight)]) == 0
     assert len(list((out / f"ranks_{best.stem}").glob("query_*.png"))) == 1   # OUTPUT_DIR
     assert len(list((out / f"ranks_{worse.stem}").glob("query_*.png"))) == 1
+
+
+def test_attention_frames_cycle_a_short_tracklet():
+    paths = ("a.jpg", "b.jpg")
+    assert visualize._clip_frames(paths, 5) == ["a.jpg", "b.jpg", "a.jpg", "b.jpg", "a.jpg"]
+    assert visualize._clip_frames(("a", "b", "c", "d", "e", "f", "g", "h"), 4) == \
+        list(pictures.pick_frames(("a", "b", "c", "d", "e", "f", "g", "h"), 4))

@@ -68,7 +68,8 @@ def load_trained_model(cfg: CfgNode, dataset: VideoReIDDataset,
         raise UserError("No weights given: add TEST.WEIGHT path/to/checkpoint.pth after the "
                         "options (a trained run's checkpoint_ep*.pth or rank1_*.pth).")
     state = load_file(cfg.TEST.WEIGHT)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
+                        device=device)
     load_model_weights(model, state, source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)")
     return model.to(device).eval()
 

@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 import torch
 
-from data.datasets.base import IMAGE_EXTENSIONS
+from data.datasets.base import sorted_entries
 from engine.evaluator import query_gallery_distances
 from tools.visualize import top_k
 from utils.errors import UserError, run_cli
@@ -124,8 +124,7 @@ def _frames(data: dict, i: int) -> tuple[tuple[str, ...], int, int]:
     """``(frame paths, pid, camid)`` of tracklet ``i`` of a file, for the pictures."""
     path = os.path.join(data["meta"].get("root", ""), str(data["tracklets"][i]))
     if os.path.isdir(path):
-        frames = tuple(os.path.join(path, n) for n in sorted(os.listdir(path))
-                       if n.lower().endswith(IMAGE_EXTENSIONS))
+        frames = tuple(e.path for e in sorted_entries(path, dirs=False))
     else:
         frames = (path,) if os.path.isfile(path) else ()
     if not frames:

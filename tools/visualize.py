@@ -34,7 +34,7 @@ from data import make_data_loaders
 from data.attributes import decode_attribute_logits
 from data.datasets import VideoReIDDataset
 from data.transforms import build_transforms
-from engine import CONFIG_KEY, parse_command_line
+from engine import CONFIG_KEY, amp_settings, parse_command_line
 from engine.evaluator import clips_per_batch, extract_features, query_gallery_distances
 from modeling import build_model, load_model_weights
 from tools.architecture import ARCH_FILE, DEFAULT_ARCH_CONFIG, visualize_architecture
@@ -109,7 +109,8 @@ def load_run(cfg_file: str | None, opts: list[str]) -> LoadedRun:
     cfg.freeze()
     device, _ = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
     _, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
+                        device=device)
     load_model_weights(model, state)
     model.to(device).eval()
     given = "OUTPUT_DIR" in opts[0::2] and cfg.OUTPUT_DIR
@@ -122,8 +123,9 @@ def _query_gallery_distances(run: LoadedRun) -> tuple[np.ndarray, dict, dict]:
     """The (M, N) query-gallery distances of the test protocol and the extracted features."""
     cfg, device = run.cfg, run.device
     chunk, pool = clips_per_batch(cfg, device), cfg.TEST.TEMPORAL_POOL_METHOD
-    q = extract_features(run.model, run.query_loader, device, chunk, pool)
-    g = extract_features(run.model, run.gallery_loader, device, chunk, pool)
+    amp_dtype, _ = amp_settings(cfg, device)             # the evaluation's precision
+    q = extract_features(run.model, run.query_loader, device, chunk, pool, amp_dtype)
+    g = extract_features(run.model, run.gallery_loader, device, chunk, pool, amp_dtype)
     dist = query_gallery_distances(q["feats"], g["feats"], cfg.DISTANCE,
                                    cfg.TEST.FEAT_NORM == "yes", cfg.TEST.RE_RANKING == "yes")
     return dist, q, g
@@ -173,9 +175,8 @@ def visualize_ranks(cfg_file: str | None, opts: list[str], num_queries: int = 8,
 def _clip_frames(paths: tuple, seq_len: int) -> list[str]:
     """``seq_len`` frames evenly spread over a tracklet, repeated when it is shorter."""
     frames = pick_frames(paths, seq_len)
-    while len(frames) < seq_len:
-        frames.append(frames[len(frames) % len(frames)])
-    return frames
+    n = len(frames)
+    return frames + [frames[i % n] for i in range(n, seq_len)]   # cycle, as clip sampling
 
 
 def _predicted_lines(run: LoadedRun, attr_logits, truth) -> list[tuple[str, tuple]]:

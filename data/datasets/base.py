@@ -49,7 +49,7 @@ class Tracklet(NamedTuple):
         img_paths: the frame paths (MARS: in name-list order; otherwise sorted by name).
         pid: the person id: relabelled 0..N-1 (sorted) in the train subset, the original id in
             query and gallery (0: a distractor).
-        camid: the 0-based camera.
+        camid: the 0-based camera (the folder dataset: the integer of its folder names).
         attributes: the attribute class indices in CSV order; -1 each when unknown (a gallery
             tracklet without a CSV row, such as the distractors); empty for a dataset without
             attributes.

@@ -89,7 +89,7 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int],
-                 last_stride: int = 2, stem_relu: bool = True) -> None:
+                 last_stride: int = 2, stem_relu: bool = False) -> None:
         super().__init__()
         self.stem_relu = stem_relu
         self.inplanes = 64

@@ -47,4 +47,4 @@ class ResNetIBNa(ResNet):
 
 def resnet50_ibn_a(last_stride: int = 2) -> ResNetIBNa:
     """ResNet-50-IBN-a trunk."""
-    return ResNetIBNa(Bottleneck, [3, 4, 6, 3], last_stride)
+    return ResNetIBNa(Bottleneck, [3, 4, 6, 3], last_stride, stem_relu=True)  # IBN-a keeps it
