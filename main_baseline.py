@@ -28,7 +28,6 @@ from engine import (
     parse_command_line,
     run_cli,
     run_evaluation,
-    unwrap,
     wrap_distributed,
 )
 from engine.defaults import (
@@ -38,9 +37,7 @@ from engine.defaults import (
     load_run_config,
     start_run,
 )
-from layers import make_loss
 from modeling import build_model, load_model_weights
-from solver import make_center_optimizer, make_optimizer, make_scheduler
 from utils.checkpoint import Checkpointer, load_file
 from utils.comm import get_rank, get_world_size, init_distributed, resolve_device
 from utils.errors import UserError
@@ -124,14 +121,9 @@ def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
     model.to(device)
     if distributed:
         model = wrap_distributed(model, device, cfg.MODEL.SYN_BN)
-    criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,
-                          feat_dim=unwrap(model).feat_dim).to(device)
-    optimizer = make_optimizer(cfg, unwrap(model))
-    center_optimizer = make_center_optimizer(cfg, criterion)
-    scheduler = make_scheduler(cfg, optimizer)
-    trainer = Trainer(cfg, model, criterion, optimizer, scheduler,
-                      (train_loader, query_loader, gallery_loader), dataset, device, run_dir,
-                      center_optimizer)
+    trainer = Trainer.from_config(cfg, model, (train_loader, query_loader, gallery_loader),
+                                  dataset, device, run_dir, dataset.num_train_pids,
+                                  dataset.attr_lens)
     if resume is not None:
         trainer.resume(resume[0])
     try:

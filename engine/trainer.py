@@ -25,7 +25,9 @@ from engine.distributed import unwrap
 from engine.evaluator import evaluate, evaluation_kwargs
 from engine.precision import amp_settings
 from engine.recorder import RunRecorder
+from layers import make_loss
 from modeling import load_model_weights
+from solver import make_center_optimizer, make_optimizer, make_scheduler
 from utils.checkpoint import (
     Checkpointer,
     atomic_save,
@@ -156,6 +158,19 @@ class Trainer:
         self._evaluating = False
         self._epoch_meter: _EpochMeter | None = None   # the epoch being trained
         self._resumed_meter: dict | None = None        # an interrupted epoch's partial sums
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, model: nn.Module, loaders: tuple, dataset: Any,
+                    device: torch.device, run_dir: str | None, num_classes: int,
+                    attr_lens: list[list[int]] | None) -> Trainer:
+        """The Trainer of a config: criterion (``layers.make_loss``), optimizer, center-loss
+        optimizer and schedule (``solver``) for ``model`` (on ``device``, possibly
+        DDP-wrapped); the other arguments as for the constructor."""
+        criterion = make_loss(cfg, num_classes, attr_lens,
+                              feat_dim=unwrap(model).feat_dim).to(device)
+        optimizer = make_optimizer(cfg, unwrap(model))
+        return cls(cfg, model, criterion, optimizer, make_scheduler(cfg, optimizer), loaders,
+                   dataset, device, run_dir, make_center_optimizer(cfg, criterion))
 
     # ------------------------------------------------------------------ state
     @property

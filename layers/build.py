@@ -132,7 +132,8 @@ def make_loss(cfg: CfgNode, num_classes: int,
         num_classes: number of training identities.
         attr_lens: the dataset's class counts per attribute of the two groups
             (``dataset.attr_lens``), or None for no attribute terms. Omitted: the attribute
-            schema of DATASETS.NAME (MARS, Duke; none for the datasets without attributes).
+            schema of DATASETS.NAME (MARS, Duke; the folder dataset's attributes.yml under
+            DATASETS.ROOT_DIR; none for the datasets without attributes).
         feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss.
     """
     use_center = bool(cfg.SOLVER.USE_CENTER_LOSS)
@@ -148,7 +149,7 @@ def make_loss(cfg: CfgNode, num_classes: int,
                             "model.feat_dim).")
     if attr_lens is _FROM_DATASET_NAME:
         dataset = DATASET_CLASSES.get(cfg.DATASETS.NAME)
-        schema = dataset.attribute_schema if dataset is not None else None
+        schema = dataset.schema_for(cfg.DATASETS.ROOT_DIR) if dataset is not None else None
         attr_lens = schema.attr_lens if schema is not None else None
     with_attr = cfg.ATTR_RECOG_ON and attr_lens is not None
     return ReidCriterion(

@@ -209,3 +209,28 @@ def test_export_features_bad_split_and_missing_weights(trained, tmp_path, capsys
                                  trained.weight]) == 2
     assert "Pid folder" in capsys.readouterr().err          # the root is no split folder
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("tool", ["features", "onnx"])
+def test_an_unwritable_out_fails_before_any_work(trained, tmp_path, capsys, monkeypatch, tool):
+    if trained.mode != "bce":
+        pytest.skip("one training mode is enough")
+    if tool == "onnx" and not HAVE_ONNX:
+        pytest.skip("onnx and onnxruntime are not installed")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("worked before checking --out")
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = str(blocker / "x.out")
+    if tool == "features":
+        monkeypatch.setattr(export_features, "export_features", no_work)
+        code = export_features.main(["--config_file", "", *trained.opts, "--split", "query",
+                                     "--out", out, "TEST.WEIGHT", trained.weight])
+    else:
+        monkeypatch.setattr(export_onnx, "load_trained_model", no_work)
+        code = export_onnx.main(["--config_file", "", *trained.opts, "--out", out,
+                                 "TEST.WEIGHT", trained.weight])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: --out '{out}' cannot be written")

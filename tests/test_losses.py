@@ -390,6 +390,19 @@ def test_make_loss_attribute_switches():
     assert make_loss(cfg, 4, MARS_ATTR_LENS).attr_mode is None
 
 
+def test_make_loss_reads_the_folder_datasets_attribute_schema(tmp_path):
+    from data.synthetic import write_synthetic_dataset
+
+    cfg = get_cfg()
+    cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR = "folder", str(tmp_path / "none")
+    assert make_loss(cfg, 4).attr_mode is None                  # no attributes.yml there
+    root = write_synthetic_dataset(tmp_path / "tracklets", fmt="folder", ids=4, tracklets=2,
+                                   frames=2, size=(32, 16))
+    cfg.DATASETS.ROOT_DIR = str(root)
+    crit = make_loss(cfg, 4)
+    assert crit.attr_mode == "bce" and crit.attr_lens == MARS_ATTR_LENS
+
+
 def test_make_loss_center_loss_on_request():
     cfg = get_cfg()
     cfg.SOLVER.USE_CENTER_LOSS = True

@@ -55,8 +55,10 @@ def iterations_per_epoch(root, out) -> int:
 
 
 def _patch_loss(monkeypatch, wrapper, n):
-    real = main_baseline.make_loss
-    monkeypatch.setattr(main_baseline, "make_loss",
+    import engine.trainer as trainer_module
+
+    real = trainer_module.make_loss
+    monkeypatch.setattr(trainer_module, "make_loss",
                         lambda *a, **k: wrapper(real(*a, **k), n))
 
 

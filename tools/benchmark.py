@@ -36,7 +36,8 @@ from tools.benchmark_pipeline import (
     benchmark_config,
     write_bench_dataset,
 )
-from utils.errors import UserError, run_cli
+from utils.checkpoint import check_writable_file
+from utils.errors import run_cli
 
 BENCHMARKS = ("train", "extract", "eval", "data", "memory", "loss", "compute")
 NEEDS_IMAGES = ("train", "data", "memory")     # benchmarks reading the synthetic folder
@@ -98,23 +99,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _check_out(path: str) -> None:
-    """Raise a UserError naming ``path`` when the report cannot be written there.
-
-    Called before any measuring; an existing file is left as it is.
-    """
-    existed = os.path.exists(path)
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise UserError(f"--out '{path}' cannot be written ({reason}): give a file in a folder "
-                        "you can write, e.g. --out benchmark.json.") from None
-    if not existed:
-        os.remove(path)
-
-
 def run_benchmark(name: str, args: argparse.Namespace, cfg: CfgNode, device: torch.device,
                   root: str, report: dict) -> dict:
     """One benchmark's results (``report`` holds the earlier ones: compute reads train's)."""
@@ -146,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    _check_out(args.out)
+    check_writable_file(args.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     which = BENCHMARKS if args.which == "all" else (args.which,)
     report = _report_header(argv, device)

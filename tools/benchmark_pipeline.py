@@ -22,9 +22,8 @@ from data.synthetic import write_synthetic_dataset
 from data.transforms import read_image
 from engine import Trainer, amp_settings, configure_backends, extract_features
 from engine.evaluator import clips_per_batch
-from layers import make_loss
 from modeling import VideoBaseline, build_model
-from solver import make_center_optimizer, make_optimizer, make_scheduler
+from solver import make_scheduler
 from tools.model_info import count_flops, dataset_facts
 
 # Dense clips per MARS test tracklet (T=4) at the 10/30/50/70/90th percentiles of the real
@@ -110,13 +109,12 @@ def build_trainer(cfg: CfgNode, device: torch.device, train_loader: Iterable | N
         cfg = without_speedups(cfg)
     configure_backends(device, training=speedups)
     model = build_bench_model(cfg, device, attr_lens)
-    criterion = make_loss(cfg, num_classes, attr_lens, feat_dim=model.feat_dim).to(device)
-    optimizer = make_optimizer(cfg, model)
+    trainer = Trainer.from_config(cfg, model, (train_loader, None, None), dataset, device, None,
+                                  num_classes, attr_lens)
     if not speedups:
-        optimizer = foreach_kernels(optimizer)
-    return Trainer(cfg, model, criterion, optimizer, make_scheduler(cfg, optimizer),
-                   (train_loader, None, None), dataset, device, run_dir=None,
-                   center_optimizer=make_center_optimizer(cfg, criterion))
+        trainer.optimizer = foreach_kernels(trainer.optimizer)
+        trainer.scheduler = make_scheduler(cfg, trainer.optimizer)
+    return trainer
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

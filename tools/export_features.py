@@ -43,7 +43,7 @@ from engine import amp_settings, default_argument_parser, parse_command_line
 from engine.defaults import DEFAULT_CONFIG
 from engine.evaluator import evaluation_kwargs, extract_features
 from modeling import VideoBaseline, build_model, load_model_weights
-from utils.checkpoint import load_file
+from utils.checkpoint import check_writable_file, load_file
 from utils.comm import resolve_device
 from utils.errors import UserError, run_cli
 
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; returns 0, or 2 (message on stderr) for a user error."""
     args = parse_command_line(build_parser(), argv)
     cfg = load_cfg(args.config_file or None, args.opts)
+    check_writable_file(args.out)            # before the extraction, not after it
     arrays = export_features(cfg, args.split, args.config_file, not args.no_progress)
     write_npz(args.out, arrays)
     n, d = arrays["features"].shape

@@ -36,6 +36,7 @@ from engine import default_argument_parser, parse_command_line
 from engine.defaults import DEFAULT_CONFIG
 from modeling import VideoBaseline
 from tools.export_features import load_trained_model
+from utils.checkpoint import check_writable_file
 from utils.errors import UserError, run_cli
 
 __all__ = ["PARITY_TOLERANCE", "DeployedNetwork", "build_parser", "check_parity", "export_onnx",
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_command_line(build_parser(), argv)
     _onnxruntime()
     cfg = load_cfg(args.config_file or None, args.opts)
+    check_writable_file(args.out)
     network = DeployedNetwork(load_trained_model(cfg, build_dataset(cfg), torch.device("cpu")))
     clip_shape = (cfg.DATASETS.SEQ_LEN, 3, *(int(v) for v in cfg.INPUT.SIZE_TEST))
     folder = os.path.dirname(os.path.abspath(args.out))

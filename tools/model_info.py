@@ -11,7 +11,6 @@ the attribute class counts are the dataset's (:func:`dataset_facts`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
@@ -21,7 +20,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from config import load_cfg
 from data.attributes import AttributeSchema
 from data.datasets import DATASET_CLASSES
-from data.datasets.folder import FolderDataset, read_folder_schema
 from engine import parse_command_line
 from modeling import build_model
 from utils.errors import UserError, run_cli
@@ -83,11 +81,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 def dataset_schema(name: str, root: str = "") -> AttributeSchema | None:
     """The attribute schema of a dataset: its class's, or the folder dataset's
     ``root/attributes.yml`` (None without attributes)."""
-    schema = DATASET_CLASSES[name].attribute_schema
-    if schema is None and name == "folder" and os.path.isfile(
-            os.path.join(root, FolderDataset.schema_file)):
-        schema = read_folder_schema(root)
-    return schema
+    return DATASET_CLASSES[name].schema_for(root)
 
 
 def dataset_facts(name: str, root: str = "", num_classes: int | None = None

@@ -64,6 +64,27 @@ def atomic_write_text(text: str, path: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def check_writable_file(path: str, option: str = "--out") -> None:
+    """Raise a UserError naming ``path`` when a file cannot be written there.
+
+    For commands to call before any work; an existing file is left as it is.
+
+    Args:
+        path: the output file.
+        option: how the message names it (the command-line option).
+    """
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserError(f"{option} '{path}' cannot be written ({reason}): give a file in a "
+                        "folder you can write.") from None
+    if not existed:
+        os.remove(path)
+
+
 _ZIP_MAGIC = b"PK\x03\x04"   # torch.save since torch 1.6
 _PICKLE_MAGIC = b"\x80"       # the legacy format: a pickle protocol header
 

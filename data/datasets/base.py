@@ -234,6 +234,12 @@ class VideoReIDDataset:
     published_statistics: ClassVar[dict[str, tuple[int, int, int | None]] | None] = None
     standard_train_pids: ClassVar[int | None] = None
 
+    @classmethod
+    def schema_for(cls, root: str) -> AttributeSchema | None:
+        """The attribute schema of this dataset at ``root`` (DATASETS.ROOT_DIR), without
+        parsing it: the class's :attr:`attribute_schema` (None without attributes)."""
+        return cls.attribute_schema
+
     def __init__(self, train: list[Tracklet], query: list[Tracklet], gallery: list[Tracklet],
                  schema: AttributeSchema | None = None, verbose: bool = True) -> None:
         self.train, self.query, self.gallery = train, query, gallery

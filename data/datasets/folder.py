@@ -198,6 +198,13 @@ class FolderDataset(VideoReIDDataset):
     schema_file = "attributes.yml"
     key_columns = ("pid", "camid", "tracklet")
 
+    @classmethod
+    def schema_for(cls, root: str) -> AttributeSchema | None:
+        """The schema of ``root/attributes.yml``, or None when the folder has none."""
+        if not os.path.isfile(os.path.join(root, cls.schema_file)):
+            return None
+        return read_folder_schema(root)
+
     def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
         check_required_paths("folder dataset", [(os.path.join(root, s), "dir") for s in SPLITS],
