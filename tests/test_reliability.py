@@ -122,16 +122,22 @@ def test_a_second_signal_stops_at_once_without_a_traceback(tiny_mars, tmp_path, 
     assert not (run / "interrupted.pth").exists()      # no checkpoint of a half-done step
 
 
-def test_a_signal_during_evaluation_waits_for_it(tiny_mars, tmp_path, monkeypatch, capsys):
+def _signal_during_evaluation(monkeypatch, times: int) -> None:
+    """Every evaluation of the trainer first receives ``times`` SIGTERMs."""
     import engine.trainer as trainer_module
 
     real = trainer_module.evaluate
 
     def signalled(*args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)
+        for _ in range(times):
+            signal.raise_signal(signal.SIGTERM)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "evaluate", signalled)
+
+
+def test_a_signal_during_evaluation_waits_for_it(tiny_mars, tmp_path, monkeypatch, capsys):
+    _signal_during_evaluation(monkeypatch, times=1)
     out = tmp_path / "eval_sig"
     opts = [*tiny_opts(tiny_mars, out, 3), "SOLVER.EVAL_PERIOD", "1"]
     assert main_baseline.main(["--config_file", "", *opts]) == 143
@@ -220,16 +226,7 @@ def test_a_file_that_is_no_checkpoint_is_named_without_unsafe_advice(tiny_mars, 
 
 def test_a_second_signal_during_evaluation_stops_without_a_checkpoint(tiny_mars, tmp_path,
                                                                      monkeypatch, capsys):
-    import engine.trainer as trainer_module
-
-    real = trainer_module.evaluate
-
-    def twice(*args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGTERM)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "evaluate", twice)
+    _signal_during_evaluation(monkeypatch, times=2)
     out = tmp_path / "eval_twice"
     opts = [*tiny_opts(tiny_mars, out, 3), "SOLVER.EVAL_PERIOD", "1"]
     assert main_baseline.main(["--config_file", "", *opts]) == 143

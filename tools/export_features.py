@@ -43,7 +43,7 @@ from engine import amp_settings, default_argument_parser, parse_command_line
 from engine.defaults import DEFAULT_CONFIG
 from engine.evaluator import evaluation_kwargs, extract_features
 from modeling import VideoBaseline, build_model, load_model_weights
-from utils.checkpoint import check_writable_file, load_file
+from utils.checkpoint import atomic_write, check_writable_file, load_file
 from utils.comm import resolve_device
 from utils.errors import UserError, run_cli
 
@@ -101,16 +101,10 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     Raises:
         UserError: the file cannot be written.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        os.makedirs(folder, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz")
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise UserError(f"Cannot write '{path}': {e.strerror or e}. Choose an --out you can "
                         "write to.") from None
 

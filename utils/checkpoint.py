@@ -34,7 +34,7 @@ def _create_temp(folder: str, suffix: str = "") -> tuple[int, str]:
             continue
 
 
-def _atomic_write(path: str, write: Callable[[IO[bytes]], None], suffix: str = "") -> None:
+def atomic_write(path: str, write: Callable[[IO[bytes]], None], suffix: str = "") -> None:
     """Write through ``write(binary file)`` to a temporary file in the folder of ``path``, flush
     it to disk, then rename it over ``path``; a failure leaves the previous file untouched."""
     fd, tmp = _create_temp(os.path.dirname(os.path.abspath(path)), suffix)
@@ -56,12 +56,12 @@ def atomic_save(obj: Any, path: str) -> None:
     A crash while writing leaves the previous file at ``path`` untouched. The file gets the
     mode of a normally written one (the umask applies).
     """
-    _atomic_write(path, lambda f: torch.save(obj, f), suffix=".pth")
+    atomic_write(path, lambda f: torch.save(obj, f), suffix=".pth")
 
 
 def atomic_write_text(text: str, path: str) -> None:
     """Write a small text file atomically (temporary file, then rename; the umask applies)."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check_writable_file(path: str, option: str = "--out") -> None:
