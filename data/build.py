@@ -15,7 +15,7 @@ from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
 from data.synthetic import FORMATS, write_synthetic_dataset
 from data.transforms import build_transforms
-from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset
+from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset, collate_batch
 from utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from utils.errors import UserError
 
@@ -184,7 +184,7 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
         sample_method=cfg.DATASETS.TRAIN_SAMPLE_METHOD, attr_mode=attribute_mode(cfg, dataset),
         attr_lens=dataset.attr_lens, **shared)
     # A private generator: creating loader iterators never touches the global RNG.
-    train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
+    train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_batch,
                               generator=torch.Generator().manual_seed(seed), **common)
     query_loader = make_test_loader(cfg, dataset.query, "query")
     gallery_loader = make_test_loader(cfg, dataset.gallery, "gallery")

@@ -5,8 +5,9 @@ RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing(RE_PROB). Test:
 ToTensor -> Normalize. JPEG files are decoded by libjpeg-turbo (``torchvision.io.decode_jpeg``,
 the same pixels as PIL's decoder), other formats and files it refuses by PIL. Frames stay uint8
 through resize (per frame with PIL, bilinear, as torchvision on PIL images), flip, pad and crop,
-which act on pixels alone; the clip is converted to float and normalised once, then erased
-(the original erases the normalised tensor).
+which act on pixels alone; the crop's copy converts them to float32 in place in the clip's
+(channels-last) storage, which is normalised in one pass, then erased (the original erases the
+normalised tensor).
 
 Every random draw comes from the ``torch.Generator`` passed in (never the global RNG), so a
 clip is a pure function of its generator's seed. ``clip_consistent`` False draws per frame, as
@@ -36,7 +37,6 @@ __all__ = [
     "ClipTransform",
     "build_transforms",
     "decode_rgb",
-    "frames_to_tensor",
     "random_erasing",
     "random_hflip_pad_crop",
     "read_image",
@@ -110,32 +110,17 @@ def read_image(path: str, retries: int = 3) -> torch.Tensor:
 Frame = torch.Tensor | Image.Image
 
 
-def _resized(frame: Frame, h: int, w: int) -> torch.Tensor:
-    """uint8 (h, w, 3) pixels of one frame, resized with PIL (bilinear) when needed."""
+def _hwc(frame: Frame, h: int, w: int) -> torch.Tensor:
+    """uint8 (h, w, 3) pixels of one frame (the decoders' memory layout, no copy), resized with
+    PIL (bilinear, as torchvision's Resize on PIL images) where its size differs."""
     if isinstance(frame, torch.Tensor):
-        hwc = frame.permute(1, 2, 0)                       # the decoders' memory layout
-        if tuple(frame.shape[-2:]) == (h, w):
+        hwc = frame.permute(1, 2, 0)
+        if tuple(hwc.shape[:2]) == (h, w):
             return hwc
         frame = Image.fromarray(hwc.numpy())
     if frame.size != (w, h):
         frame = frame.resize((w, h), Image.BILINEAR)
     return torch.from_numpy(np.array(frame.convert("RGB")))
-
-
-def frames_to_tensor(images: Sequence[Frame], size: Sequence[int]) -> torch.Tensor:
-    """Resize frames to ``size`` (PIL bilinear, where they differ) and stack them.
-
-    Args:
-        images: T RGB frames: uint8 tensors (3, H, W) as :func:`read_image` returns, or PIL
-            images.
-        size: [height, width].
-
-    Returns:
-        uint8 tensor (T, 3, H, W): a view of (T, H, W, 3) pixels (the decoders' layout; the
-        first copy that follows, crop or float conversion, makes it contiguous).
-    """
-    h, w = int(size[0]), int(size[1])
-    return torch.stack([_resized(f, h, w) for f in images]).permute(0, 3, 1, 2)
 
 
 def _uniform(n: int, generator: torch.Generator, consistent: bool, *extra: int) -> np.ndarray:
@@ -151,46 +136,67 @@ def _shifted_spans(offset: int, padding: int, size: int) -> tuple[slice, slice]:
             slice(max(0, shift), size + min(0, shift)))
 
 
-def random_hflip_pad_crop(x: torch.Tensor, flip_prob: float, padding: int,
-                          generator: torch.Generator, consistent: bool = False) -> torch.Tensor:
+def _paste(out: np.ndarray, frame: torch.Tensor, flip: bool, top: int, left: int,
+           padding: int) -> None:
+    """Write ``frame`` (H, W, C), flipped, zero-padded by ``padding`` and cropped at
+    (``top``, ``left``), into ``out`` (H, W, C): one (converting) copy of the overlap and
+    zeros in the uncovered bands (numpy: the copies are the same, the calls cheaper)."""
+    h, w = frame.shape[:2]
+    (rows_out, rows_in), (cols_out, cols_in) = (_shifted_spans(top, padding, h),
+                                                _shifted_spans(left, padding, w))
+    if flip:   # the flipped frame's columns cols_in are the frame's mirrored ones, reversed
+        out[rows_out, cols_out] = frame[rows_in, w - cols_in.stop:w - cols_in.start].flip(1)
+    else:
+        out[rows_out, cols_out] = frame.numpy()[rows_in, cols_in]
+    if rows_out.start:
+        out[:rows_out.start] = 0
+    if rows_out.stop < h:
+        out[rows_out.stop:] = 0
+    if cols_out.start:
+        out[rows_out, :cols_out.start] = 0
+    if cols_out.stop < w:
+        out[rows_out, cols_out.stop:] = 0
+
+
+def random_hflip_pad_crop(frames: Sequence[torch.Tensor] | torch.Tensor, flip_prob: float,
+                          padding: int, generator: torch.Generator, consistent: bool = False,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
     """RandomHorizontalFlip, then Pad + RandomCrop back to the input size, in one copy a frame.
 
     A frame is flipped with probability ``flip_prob``; then, as torchvision's Pad + RandomCrop,
     it is zero-padded by ``padding`` pixels and cropped at an offset uniform in
     ``[0, 2 * padding]`` on each axis. The draws (flips, then offsets) are made per frame, or
     once for the clip with ``consistent``. The padded frame is never built: the overlap of the
-    crop with the (flipped) frame is copied into zeros.
+    crop with the (flipped) frame is copied, the rest of the output zeroed.
 
     Args:
-        x: (T, C, H, W) frames (any dtype and memory layout; uint8 in the clip transforms).
+        frames: T frames (H, W, C), channels last (a (T, H, W, C) tensor or a sequence).
         flip_prob: flip probability (INPUT.PROB).
         padding: INPUT.PADDING (0: no pad and crop, nothing drawn for it).
         generator: source of the draws.
         consistent: one draw for all frames.
+        out: (T, H, W, C) destination of any dtype (uint8 values are converted on the copy);
+            default a new tensor of the frames' dtype.
 
     Returns:
-        (T, C, H, W) tensor: contiguous, or ``x`` itself when nothing changes.
+        ``out``, (T, H, W, C).
     """
-    t, _, h, w = x.shape
+    t = len(frames)
+    h, w, c = frames[0].shape
     flips = (_uniform(t, generator, consistent) < flip_prob).tolist()             # (T,)
     if padding > 0:
         offsets = (_uniform(t, generator, consistent, 2) * (2 * padding + 1)).astype(np.int64)
-    elif not any(flips):
-        return x
     else:
-        offsets = np.zeros((t, 2), dtype=np.int64)          # no crop: offset 0, no padding
-    fill = torch.zeros_like if padding > 0 else torch.empty_like
-    out = fill(x, memory_format=torch.contiguous_format)
-    frames = [slice(None)] if consistent else range(t)      # consistent: the first draw only
-    for k, flip, (i, j) in zip(frames, flips, offsets.tolist(), strict=False):
-        src = x[k].flip(-1) if flip else x[k]
-        (rows_out, rows_in), (cols_out, cols_in) = (_shifted_spans(i, padding, h),
-                                                    _shifted_spans(j, padding, w))
-        out[k, :, rows_out, cols_out] = src[..., rows_in, cols_in]
+        offsets = np.full((t, 2), 0, dtype=np.int64)        # no crop: offset 0, no padding
+    if out is None:
+        out = torch.empty((t, h, w, c), dtype=frames[0].dtype)
+    dest = out.numpy()
+    for k, (flip, (i, j)) in enumerate(zip(flips, offsets.tolist(), strict=True)):
+        _paste(dest[k], frames[k], flip, i, j, padding)
     return out
 
 
-def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
+def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float] | torch.Tensor,
                    generator: torch.Generator, consistent: bool = False,
                    area: tuple[float, float] = (0.02, 0.4), min_aspect: float = 0.3,
                    attempts: int = 100, inplace: bool = False) -> torch.Tensor:
@@ -204,9 +210,11 @@ def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
     draws of all frames and attempts are made at once; the first fitting one is picked.
 
     Args:
-        x: (T, C, H, W) normalised frames.
+        x: (T, C, H, W) normalised frames on the CPU, any memory layout.
         prob: erasing probability (INPUT.RE_PROB).
-        value: fill value per channel (C,).
+        value: fill value per channel (C,), or a whole (C, H, W) frame of them (built once
+            by the caller, ideally in ``x``'s memory layout, so that a rectangle is a copy of
+            the same rectangle of it).
         generator: source of the draws.
         consistent: one draw (probability, rectangle) for all frames.
         area: range of the erased fraction of the frame.
@@ -229,11 +237,14 @@ def random_erasing(x: torch.Tensor, prob: float, value: Sequence[float],
             continue
         if out is x and not inplace:
             out = x.clone()
+        if fill is None:
+            fill = (value if isinstance(value, torch.Tensor) and value.dim() == 3
+                    else torch.as_tensor(value, dtype=x.dtype).view(c, 1, 1).expand(c, h, w))
+            dest, fill = out.numpy(), fill.numpy()        # numpy: cheaper calls, same copy
         top, left, eh, ew = box
         frames = slice(None) if consistent else k      # a rectangle is a view: fill in place
-        if fill is None:
-            fill = torch.as_tensor(value, dtype=x.dtype).view(c, 1, 1)
-        out[frames, :, top:top + eh, left:left + ew] = fill
+        rows, cols = slice(top, top + eh), slice(left, left + ew)
+        dest[frames, :, rows, cols] = fill[:, rows, cols]
     return out
 
 
@@ -257,7 +268,12 @@ def _erasing_box(u: np.ndarray, corner: np.ndarray, h: int, w: int,
 
 
 class ClipTransform:
-    """Resize, (augment,) convert and normalise the frames of a clip in one batch.
+    """Resize, (augment,) convert and normalise the frames of a clip.
+
+    Clips are float32 (T, 3, H, W) whose memory is channels last, (T, H, W, 3): the decoders'
+    layout, so that no pixel is transposed on the way (the model's first layer takes either
+    layout; ``.contiguous()`` gives the other one). :meth:`write` fills a slot of a batch
+    in place, which is how the training loader builds its batches without a collate copy.
 
     Args:
         size: [height, width] of the output frames.
@@ -281,23 +297,45 @@ class ClipTransform:
         self.padding = int(padding)
         self.erase_prob = erase_prob
         self.clip_consistent = clip_consistent
-        # ToTensor + Normalize as one affine map of the uint8 values: x / (255 std) - mean / std
+        # ToTensor + Normalize as one affine map of the uint8 values, x / (255 std) - mean / std,
+        # repeated along a row of W pixels x 3 channels (the inner dimension of the memory)
         mean64 = torch.tensor(self.mean, dtype=torch.float64)
         std64 = torch.tensor(self.std, dtype=torch.float64)
-        self._scale = (1.0 / (255.0 * std64)).float().view(1, -1, 1, 1)
-        self._shift = (-mean64 / std64).float().view(1, -1, 1, 1)
+        width = self.size[1]
+        self._scale = (1.0 / (255.0 * std64)).float().repeat(width)               # (W * 3,)
+        self._shift = (-mean64 / std64).float().repeat(width)                     # (W * 3,)
+        # the random-erasing fill (PIXEL_MEAN, on the normalised values): one frame of it,
+        # channels last as the clips, (3, H, W)
+        self._fill = (torch.tensor(self.mean).repeat(self.size[0], width)
+                      .view(*self.size, 3).permute(2, 0, 1))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """ToTensor + Normalize, ``(x / 255 - mean) / std`` to float rounding, in one float copy.
+    def new_clips(self, n: int, t: int) -> torch.Tensor:
+        """Uninitialised float32 storage for ``n`` clips of ``t`` frames, (n, t, H, W, 3)."""
+        return torch.empty((n, t, *self.size, 3), dtype=torch.float32)
+
+    def write(self, images: Sequence[Frame], out: torch.Tensor,
+              generator: torch.Generator | None = None) -> None:
+        """Transform T frames into ``out``.
 
         Args:
-            x: uint8 (T, 3, H, W) frames.
-
-        Returns:
-            float32 (T, 3, H, W), contiguous.
+            images: T RGB frames, uint8 tensors (3, H, W) (:func:`read_image`) or PIL images.
+            out: float32 (T, H, W, 3) destination, contiguous (a slot of :meth:`new_clips`).
+            generator: source of the random draws (required when training).
         """
-        x = x.to(torch.float32, memory_format=torch.contiguous_format)
-        return x.mul_(self._scale).add_(self._shift)
+        frames = [_hwc(f, *self.size) for f in images]                # uint8 (H, W, 3) each
+        if self.train:
+            if generator is None:
+                raise ValueError("a training transform needs a torch.Generator")
+            random_hflip_pad_crop(frames, self.flip_prob, self.padding, generator,
+                                  self.clip_consistent, out=out)
+        else:
+            for k, frame in enumerate(frames):
+                out[k] = frame
+        rows = out.view(len(frames), self.size[0], -1)                # (T, H, W * 3)
+        torch.addcmul(self._shift, rows, self._scale, out=rows)       # ToTensor + Normalize
+        if self.train and self.erase_prob > 0:
+            random_erasing(out.permute(0, 3, 1, 2), self.erase_prob, self._fill, generator,
+                           self.clip_consistent, inplace=True)
 
     def __call__(self, images: Sequence[Frame],
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -308,19 +346,11 @@ class ClipTransform:
             generator: source of the random draws (required when training).
 
         Returns:
-            float32 tensor (T, 3, H, W), normalised, contiguous.
+            float32 tensor (T, 3, H, W), normalised, channels-last memory.
         """
-        x = frames_to_tensor(images, self.size)                       # uint8 (T, 3, H, W)
-        if self.train:
-            if generator is None:
-                raise ValueError("a training transform needs a torch.Generator")
-            x = random_hflip_pad_crop(x, self.flip_prob, self.padding, generator,
-                                      self.clip_consistent)
-        x = self.normalize(x)                                         # float32 (T, 3, H, W)
-        if self.train and self.erase_prob > 0:
-            x = random_erasing(x, self.erase_prob, self.mean, generator, self.clip_consistent,
-                               inplace=True)
-        return x
+        out = self.new_clips(1, len(images))[0]
+        self.write(images, out, generator)
+        return out.permute(0, 3, 1, 2)
 
     def __repr__(self) -> str:
         aug = (f", flip={self.flip_prob}, pad={self.padding}, erase={self.erase_prob}, "

@@ -21,9 +21,9 @@ from data.attributes import encode_attributes
 from data.datasets.base import Tracklet
 from data.samplers import sample_seeds
 from data.sampling import frame_order, sample_dense_clips, sample_evenly_clip, sample_random_clip
-from data.transforms import read_image
+from data.transforms import ClipTransform, read_image
 
-__all__ = ["STREAMS", "VideoTestDataset", "VideoTrainDataset"]
+__all__ = ["STREAMS", "VideoTestDataset", "VideoTrainDataset", "collate_batch"]
 
 # Seed streams of the frame orders and test-time draws.
 STREAMS = {"train": 0, "query": 1, "gallery": 2}
@@ -52,31 +52,44 @@ class _TrackletFrames(Dataset):
         self.seed = seed
         self.stream = stream
         self.read_retries = read_retries
+        self._orders: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.tracklets)
+
+    def _order(self, index: int) -> np.ndarray:
+        """Tracklet ``index``'s frame order (drawn once per process, then kept)."""
+        order = self._orders.get(index)
+        if order is None:
+            seed = [self.seed, self.stream, index] if self.shuffle_frames else None
+            order = self._orders[index] = frame_order(len(self.tracklets[index][0]), seed)
+        return order
 
     def _decoded(self, index: int, positions: np.ndarray
                  ) -> tuple[list[torch.Tensor], np.ndarray]:
         """Distinct frames of ``positions`` (uint8 (3, H, W) each, see
         :func:`data.transforms.read_image`) and the index of each position among them."""
         paths = self.tracklets[index][0]
-        seed = [self.seed, self.stream, index] if self.shuffle_frames else None
-        frames = frame_order(len(paths), seed)[positions]
-        uniq, inverse = np.unique(frames, return_inverse=True)
-        images = [read_image(paths[f], self.read_retries) for f in uniq.tolist()]
+        frames = self._order(index)[positions].ravel().tolist()
+        slots: dict[int, int] = {}                  # frame -> its index among the distinct
+        inverse = np.array([slots.setdefault(f, len(slots)) for f in frames], dtype=np.int64)
+        images = [read_image(paths[f], self.read_retries) for f in slots]
         return images, inverse.reshape(positions.shape)
 
 
 class VideoTrainDataset(_TrackletFrames):
     """Training clips: ``dataset[(index, sample_seed)] -> (clip, pid, camid, attrs)``.
 
+    A batch of items is built in one piece by :meth:`__getitems__` (the DataLoader calls it
+    with the batch sampler's items; :func:`collate_batch` passes its result on): each clip is
+    written into its slot of the batch, with no per-item tensors to stack.
+
     Args:
         tracklets: :class:`data.datasets.Tracklet` (or any tuple that begins ``img_paths, pid,
             camid, attributes``), pids relabelled.
         seq_len: clip length T.
-        transform: ``transform(images, generator) -> (T, 3, H, W)``, e.g. a training
-            :class:`data.transforms.ClipTransform`.
+        transform: a training :class:`data.transforms.ClipTransform` (``new_clips`` and
+            ``write(images, out, generator)``).
         sample_method: "random" (T consecutive frames, random start) or "evenly".
         attr_mode: "bce", "mce" or "none" (see :func:`data.attributes.encode_attributes`).
         attr_lens: class counts per attribute group (None: no attributes).
@@ -89,7 +102,7 @@ class VideoTrainDataset(_TrackletFrames):
         (sum(group lens),) per group, "mce" LongTensor (n_attr,), "none" LongTensor (0,).
     """
 
-    def __init__(self, tracklets: Sequence[Tracklet], seq_len: int, transform: ClipFn,
+    def __init__(self, tracklets: Sequence[Tracklet], seq_len: int, transform: ClipTransform,
                  sample_method: str = "random", attr_mode: str = "none",
                  attr_lens: Sequence[Sequence[int]] | None = None, shuffle_frames: bool = True,
                  seed: int = 0, read_retries: int = 3) -> None:
@@ -100,13 +113,17 @@ class VideoTrainDataset(_TrackletFrames):
         self.sample_method = sample_method
         encoded = encode_attributes(_attribute_indices(self.tracklets), attr_lens, attr_mode)
         self.attrs = encoded                      # list of (N, w) per group, or (N, n_attr)
+        self._ids = torch.tensor([t[1:3] for t in self.tracklets], dtype=torch.long)  # (N, 2)
 
-    def __getitem__(self, item: tuple[int, int]):
+    @staticmethod
+    def _pair(item) -> tuple[int, int]:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError("VideoTrainDataset items are (index, sample_seed) pairs; use a "
                             "sampler of data.samplers")
-        index, sample_seed = int(item[0]), int(item[1])
-        pid, camid = self.tracklets[index][1:3]
+        return int(item[0]), int(item[1])
+
+    def _write_clip(self, index: int, sample_seed: int, out: torch.Tensor) -> None:
+        """Sample and transform one clip of tracklet ``index`` into ``out`` (T, H, W, 3)."""
         generator = torch.Generator().manual_seed(sample_seed)
         n = len(self.tracklets[index][0])
         if self.sample_method == "random":
@@ -114,10 +131,36 @@ class VideoTrainDataset(_TrackletFrames):
         else:
             positions = sample_evenly_clip(n, self.seq_len)
         images, inverse = self._decoded(index, positions)
-        clip = self.transform([images[i] for i in inverse.tolist()], generator)  # (T, 3, H, W)
+        self.transform.write([images[i] for i in inverse.tolist()], out, generator)
+
+    def __getitems__(self, items: Sequence[tuple[int, int]]):
+        """A batch: ``(clips (B, T, 3, H, W), pids (B,), camids (B,), attrs)``, attrs as
+        :func:`data.make_data_loaders` describes (the items' rows, stacked). The clips'
+        memory is channels last, (B, T, H, W, 3)."""
+        pairs = [self._pair(item) for item in items]
+        clips = self.transform.new_clips(len(pairs), self.seq_len)         # (B, T, H, W, 3)
+        for slot, (index, sample_seed) in zip(clips, pairs, strict=True):
+            self._write_clip(index, sample_seed, slot)
+        rows = torch.tensor([index for index, _ in pairs], dtype=torch.long)
+        ids = self._ids[rows]
+        attrs = ([a[rows] for a in self.attrs] if isinstance(self.attrs, list)
+                 else self.attrs[rows])
+        return clips.permute(0, 1, 4, 2, 3), ids[:, 0], ids[:, 1], attrs
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, sample_seed = self._pair(item)
+        pid, camid = self.tracklets[index][1:3]
+        clip = self.transform.new_clips(1, self.seq_len)[0]                 # (T, H, W, 3)
+        self._write_clip(index, sample_seed, clip)
         attrs = ([a[index] for a in self.attrs] if isinstance(self.attrs, list)
                  else self.attrs[index])
-        return clip, pid, camid, attrs
+        return clip.permute(0, 3, 1, 2), pid, camid, attrs
+
+
+def collate_batch(batch):
+    """The train loader's ``collate_fn``: :meth:`VideoTrainDataset.__getitems__` already
+    returns the collated batch."""
+    return batch
 
 
 class VideoTestDataset(_TrackletFrames):

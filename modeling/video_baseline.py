@@ -218,8 +218,9 @@ class VideoBaseline(nn.Module):
             raise ValueError(f"expected clips (B, T, 3, H, W), got shape {tuple(x.shape)}")
         b, t = x.shape[:2]
         x = x.flatten(0, 1)                                      # (B*T, 3, H, W)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the loaders' clips are channels last in memory: the layout of the model's weights
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last
+                         else torch.contiguous_format)
         f = self._backbone(x)                                    # (B*T, C, h, w)
         self._check_map_size(f)
 

@@ -171,3 +171,62 @@ def test_frames_of_a_clip_are_decoded_as_grey_levels(tiny_mars):
     train = build_dataset(make_cfg(tiny_mars)).train
     levels = [np.asarray(read_image(p)).mean() for p in train[1][0]]
     assert np.allclose(levels, [frame_value(k) for k in range(1, 6)], atol=1.5)
+
+
+def test_batches_equal_their_items_and_a_channels_first_oracle(tiny_mars):
+    """A train batch (written in place by __getitems__, channels last) equals its items one
+    by one, and a plain channels-first re-computation of the same draws: flip, zero pad and
+    crop per frame, (x / 255 - mean) / std, erasing with PIXEL_MEAN."""
+    aug = ["INPUT.PROB", "0.5", "INPUT.RE_PROB", "0.5", "INPUT.PADDING", "2",
+           "INPUT.PIXEL_MEAN", "[0.485, 0.456, 0.406]", "INPUT.PIXEL_STD",
+           "[0.229, 0.224, 0.225]", "DATASETS.SHUFFLE_FRAMES", "True"]
+    loader = make_data_loaders(make_cfg(tiny_mars, *aug))[0]
+    ds = loader.dataset
+    loader.batch_sampler.set_epoch(3)
+    items = next(iter(loader.batch_sampler))
+    clips, pids, camids, attrs = next(iter(loader))
+    assert clips.shape == (4, 4, 3, 8, 4) and clips.dtype == torch.float32
+    assert clips.permute(0, 1, 3, 4, 2).is_contiguous()                     # channels last
+    for b, item in enumerate(items):
+        clip, pid, camid, attr = ds[item]
+        assert torch.equal(clips[b], clip) and (pids[b], camids[b]) == (pid, camid)
+        assert all(torch.equal(a[b], x) for a, x in zip(attrs, attr, strict=True))
+        assert torch.allclose(clip, oracle_clip(ds, item), rtol=0, atol=1e-5)
+
+
+def oracle_clip(ds, item):
+    """The train clip of ``item`` recomputed channels first, one frame at a time, from the
+    same generator draws as data.transforms (flips, offsets, then erasing)."""
+    index, seed = item
+    t = ds.transform
+    g = torch.Generator().manual_seed(seed)
+    n = len(ds.tracklets[index][0])
+    pos = sample_random_clip(n, 4, g)
+    order = frame_order(n, [7, 0, index])
+    paths = [ds.tracklets[index][0][f] for f in order[pos]]
+    x = torch.stack([read_image(p).float() for p in paths])                # (T, 3, H, W)
+    flips = torch.rand(4, generator=g) < t.flip_prob
+    offsets = (torch.rand(4, 2, generator=g) * (2 * t.padding + 1)).long()
+    h, w = x.shape[-2:]
+    out = []
+    for k in range(4):
+        frame = x[k].flip(-1) if flips[k] else x[k]
+        padded = torch.nn.functional.pad(frame, [t.padding] * 4)
+        i, j = offsets[k].tolist()
+        out.append(padded[:, i:i + h, j:j + w])
+    mean, std = torch.tensor(t.mean).view(3, 1, 1), torch.tensor(t.std).view(3, 1, 1)
+    clip = (torch.stack(out) / 255 - mean) / std
+    apply = torch.rand(4, generator=g) < t.erase_prob
+    u, corner = torch.rand(4, 100, 2, generator=g), torch.rand(4, 2, generator=g)
+    for k in range(4):
+        if apply[k]:
+            for a, r in u[k].tolist():
+                area = (0.02 + 0.38 * a) * h * w
+                aspect = 0.3 + (1 / 0.3 - 0.3) * r
+                eh, ew = round((area * aspect) ** 0.5), round((area / aspect) ** 0.5)
+                if eh < h and ew < w:
+                    top = int(corner[k, 0] * (h - eh + 1))
+                    left = int(corner[k, 1] * (w - ew + 1))
+                    clip[k, :, top:top + eh, left:left + ew] = mean
+                    break
+    return clip

@@ -37,12 +37,18 @@ def frames(t=6, h=8, w=6):
     return torch.stack([base + 1000 * i for i in range(t)])
 
 
+def hflip_pad_crop(x, prob, padding, generator, consistent=False):
+    """random_hflip_pad_crop on (T, C, H, W) frames (it takes and gives channels last)."""
+    out = random_hflip_pad_crop(x.permute(0, 2, 3, 1), prob, padding, generator, consistent)
+    return out.permute(0, 3, 1, 2)
+
+
 def random_hflip(x, prob, generator, consistent=False):
-    return random_hflip_pad_crop(x, prob, 0, generator, consistent)
+    return hflip_pad_crop(x, prob, 0, generator, consistent)
 
 
 def random_pad_crop(x, padding, generator, consistent=False):
-    return random_hflip_pad_crop(x, 0.0, padding, generator, consistent)
+    return hflip_pad_crop(x, 0.0, padding, generator, consistent)
 
 
 def test_hflip_probabilities_and_consistency():
@@ -82,7 +88,7 @@ def test_pad_crop_matches_padding_oracle():
     same = random_pad_crop(x, p, gen(3), consistent=True)
     assert len({crop_offset(same[i], x[i], p) for i in range(40)}) == 1
     assert torch.equal(random_pad_crop(x, 0, gen()), x)
-    both = random_hflip_pad_crop(x, 1.0, p, gen(3))          # flip first, then the same crops
+    both = hflip_pad_crop(x, 1.0, p, gen(3))          # flip first, then the same crops
     assert [crop_offset(both[i], x[i].flip(-1), p) for i in range(40)] == offsets
 
 
@@ -153,7 +159,8 @@ def test_test_clip_equals_the_original_per_frame_pil_path(tmp_path, size):
     t = build_transforms(cfg, is_train=False)
     paths = write_jpegs(tmp_path)
     out = t([read_image(p) for p in paths])
-    assert out.shape == (4, 3, *size) and out.dtype == torch.float32 and out.is_contiguous()
+    assert out.shape == (4, 3, *size) and out.dtype == torch.float32
+    assert out.permute(0, 2, 3, 1).is_contiguous()             # channels last, as decoded
     # within one grey level (1/255 before normalisation); the decoders agree exactly here
     torch.testing.assert_close(out, original_test_clip(paths, size), rtol=0,
                                atol=1 / (255 * min(STD)))
