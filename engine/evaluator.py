@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils._pytree import tree_map
 from yacs.config import CfgNode
 
 from data.attributes import decode_attribute_logits
@@ -86,6 +89,96 @@ class _PooledFeatures:
         return feats, attr
 
 
+def channels_last_clips(clips: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate clip tensors (n_i, T, 3, H, W) into one whose memory is channels last,
+    (N, T, H, W, 3), the loaders' layout (``torch.cat`` of 5-d tensors would transpose them
+    to the contiguous layout)."""
+    t = clips[0].shape[1]
+    frames = [c.flatten(0, 1).contiguous(memory_format=torch.channels_last) for c in clips]
+    return torch.cat(frames).unflatten(0, (-1, t))
+
+
+class CompiledForward:
+    """The eval forward of a model through ``torch.compile`` (TEST.COMPILE): inductor with the
+    weights frozen into the graph (constant-folded; on a CPU prepacked for oneDNN and fused
+    with the following additions and ReLUs). The same features to float rounding.
+
+    One graph serves every forward: inputs are given the loaders' channels-last layout, and a
+    smaller forward than the first (the last of an extraction) is padded with zero clips, whose
+    outputs are dropped. Compilation happens at the first call (tens of seconds on a CPU) and
+    writes its files into a temporary folder removed with this object. When it fails (e.g. no
+    C++ compiler for the CPU code) the model runs uncompiled, with a warning.
+
+    Args:
+        model: an eval-mode model (e.g. :func:`modeling.fold_batch_norms`'s copy).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._clips: int | None = None       # batch size of the compiled graph
+        self._files = tempfile.TemporaryDirectory(prefix="reid-compile-",
+                                                  ignore_cleanup_errors=True)
+        with self._compiler_files():
+            self._compiled: Any = torch.compile(model, dynamic=False)
+
+    def eval(self) -> CompiledForward:
+        self.model.eval()
+        return self
+
+    def __call__(self, clips: torch.Tensor):
+        """clips (n, T, 3, H, W) -> the model's eval outputs for them."""
+        n = clips.shape[0]
+        if self._clips is not None and n < self._clips:
+            padded = channels_last_clips([clips, clips.new_zeros((self._clips - n,
+                                                                  *clips.shape[1:]))])
+            return tree_map(lambda out: out[:n], self(padded))
+        clips = channels_last_clips([clips])
+        if self._clips is not None:
+            return self._run(clips)
+        try:
+            out = self._run(clips)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: run uncompiled
+            logger.warning("TEST.COMPILE: torch.compile failed (%s: %s); extracting without "
+                           "it. Set TEST.COMPILE False to skip the attempt.",
+                           type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self._compiled = self.model
+            out = self._run(clips)
+        self._clips = n
+        return out
+
+    def _run(self, clips: torch.Tensor):
+        from torch._inductor import config as inductor_config   # loads the compiler: on use
+
+        # frozen weights; no precompiled headers (their folder is not the temporary one)
+        with self._compiler_files(), inductor_config.patch(freezing=True,
+                                                           cpp_cache_precompile_headers=False):
+            return self._compiled(clips)
+
+    @contextlib.contextmanager
+    def _compiler_files(self) -> Iterator[None]:
+        """The compiler's cache folder (TORCHINDUCTOR_CACHE_DIR) is the temporary one."""
+        before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = self._files.name
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
+def inference_model(model: nn.Module, fold_bn: bool = True,
+                    compile_model: bool = False) -> nn.Module | CompiledForward:
+    """The model as extraction runs it: in eval mode; for a VideoBaseline with ``fold_bn`` a
+    copy with its BatchNorms folded (:func:`modeling.fold_batch_norms`); with
+    ``compile_model`` (TEST.COMPILE) through :class:`CompiledForward`."""
+    model.eval()
+    if fold_bn and isinstance(model, VideoBaseline):
+        model = fold_batch_norms(model)
+    return CompiledForward(model) if compile_model else model
+
+
 def _packed(loader: Iterable, clips_per_batch: int, meta: list
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Forwards of up to ``clips_per_batch`` clips, packed across tracklets in loader order.
@@ -104,20 +197,21 @@ def _packed(loader: Iterable, clips_per_batch: int, meta: list
         n_pending += clips.shape[0]
         if n_pending < clips_per_batch:
             continue
-        clips, owner = torch.cat(pending), torch.cat(owners)
+        clips, owner = channels_last_clips(pending), torch.cat(owners)
         full = clips.shape[0] - clips.shape[0] % clips_per_batch
         for start in range(0, full, clips_per_batch):
             yield clips[start:start + clips_per_batch], owner[start:start + clips_per_batch]
         pending, owners = [clips[full:]], [owner[full:]]
         n_pending = clips.shape[0] - full
     if n_pending:
-        yield torch.cat(pending), torch.cat(owners)
+        yield channels_last_clips(pending), torch.cat(owners)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
                      clips_per_batch: int = 128, pool: str = "avg",
-                     amp_dtype: torch.dtype | None = None, fold_bn: bool = True) -> dict:
+                     amp_dtype: torch.dtype | None = None, fold_bn: bool = True,
+                     compile_model: bool = False) -> dict:
     """Features of every tracklet of ``loader`` (one item per tracklet).
 
     Args:
@@ -129,18 +223,17 @@ def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
         clips_per_batch: most clips in one forward; clips of several tracklets are packed.
         pool: "avg" (mean of the clip features) or "max" (element-wise max).
         amp_dtype: autocast dtype on CUDA (None for float32).
-        fold_bn: run a copy of a VideoBaseline with its backbone's BatchNorms folded into the
+        fold_bn: run a copy of a VideoBaseline with its BatchNorms folded into the
             convolutions (:func:`modeling.fold_batch_norms`: the same features to float
             rounding, faster).
+        compile_model: run the forwards through :class:`CompiledForward` (TEST.COMPILE).
 
     Returns:
         dict with ``feats`` (M, D) float32 on ``device``, ``pids``/``camids`` (M,) int64 numpy,
         ``attr_logits`` (M, sum of class counts) float32 or None (clip logits averaged),
         ``attr_targets`` (M, n_attr) int64 numpy (-1 unknown), ``num_clips`` (int).
     """
-    model.eval()
-    if fold_bn and isinstance(model, VideoBaseline):
-        model = fold_batch_norms(model)
+    model = inference_model(model, fold_bn, compile_model)
     pooled = _PooledFeatures(len(loader), pool, device)   # one loader item per tracklet
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype)
                 if amp_dtype is not None and device.type == "cuda" else contextlib.nullcontext())
@@ -193,7 +286,8 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
              device: torch.device, *, metric: str = "cosine", feat_norm: bool = True,
              re_rank: bool = False, clips_per_batch: int = 128, pool: str = "avg",
              amp_dtype: torch.dtype | None = None, attr_lens: list[list[int]] | None = None,
-             attr_names: list[str] | None = None, max_rank: int = 50) -> dict:
+             attr_names: list[str] | None = None, max_rank: int = 50,
+             compile_model: bool = False) -> dict:
     """Extract query and gallery features, rank, and compute CMC/mAP and attribute metrics.
 
     Returns:
@@ -201,8 +295,7 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
         ``clips_per_s``, and, with attributes, ``attr`` (see utils.metrics.attribute_metrics).
     """
     t0 = time.perf_counter()
-    if isinstance(model, VideoBaseline):
-        model = fold_batch_norms(model)               # once for both extractions
+    model = inference_model(model, True, compile_model)   # once for both extractions
     q = extract_features(model, query_loader, device, clips_per_batch, pool, amp_dtype,
                          fold_bn=False)
     g = extract_features(model, gallery_loader, device, clips_per_batch, pool, amp_dtype,
@@ -233,7 +326,7 @@ def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
     return dict(metric=cfg.DISTANCE, feat_norm=cfg.TEST.FEAT_NORM == "yes",
                 re_rank=cfg.TEST.RE_RANKING == "yes", clips_per_batch=clips_per_batch(cfg, device),
                 pool=cfg.TEST.TEMPORAL_POOL_METHOD, amp_dtype=amp_dtype,
-                attr_lens=dataset.attr_lens if with_attr else None,
+                compile_model=cfg.TEST.COMPILE, attr_lens=dataset.attr_lens if with_attr else None,
                 attr_names=list(dataset.attr_names) if with_attr else None)
 
 

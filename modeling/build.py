@@ -6,7 +6,9 @@ import copy
 import logging
 
 import torch
+import torch.nn as nn
 from torch.fx.experimental.optimization import fuse
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from yacs.config import CfgNode
 
 from utils.errors import UserError
@@ -41,7 +43,8 @@ def resolve_channels_last(setting: bool | str, device: torch.device | str,
 
 def fold_batch_norms(model: VideoBaseline) -> VideoBaseline:
     """An eval-mode copy of ``model`` whose backbone has each BatchNorm folded into the
-    convolution before it (``torch.fx``: a conv -> bn pair whose conv feeds nothing else).
+    convolution before it (``torch.fx``: a conv -> bn pair whose conv feeds nothing else), and
+    so have the attribute streams (their ``conv`` -> ``bn``).
 
     In eval mode a BatchNorm is a fixed per-channel affine map, so folding it into the
     convolution's weight and bias computes the same features (to float rounding) without the
@@ -51,6 +54,11 @@ def fold_batch_norms(model: VideoBaseline) -> VideoBaseline:
     """
     folded = copy.deepcopy(model).eval()
     folded.base = fuse(folded.base, inplace=True)
+    for name in ("multi_attr_recoger1", "multi_attr_recoger2"):     # the attribute streams
+        stream = getattr(folded, name, None)
+        if isinstance(getattr(stream, "bn", None), nn.BatchNorm2d):
+            stream.conv = fuse_conv_bn_eval(stream.conv, stream.bn)
+            stream.bn = nn.Identity()
     if folded.channels_last:
         folded.to(memory_format=torch.channels_last)
     return folded

@@ -87,6 +87,38 @@ def test_extract_features_equals_the_per_tracklet_oracle(model, pool, clips_per_
     assert out["num_clips"] == sum(t[0].shape[0] for t in QUERY)
 
 
+def test_compiled_extraction_equals_the_oracle_and_leaves_no_files(model, tmp_path,
+                                                                   monkeypatch):
+    """TEST.COMPILE: one graph for forwards of 3 clips, the leftover 2 padded; nothing written
+    outside its temporary folder (the compiler's default cache folder is pointed here)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "default-cache"))
+    compiled = evaluator.inference_model(model, compile_model=True)
+    calls = []
+    real = compiled._run
+    monkeypatch.setattr(compiled, "_run", lambda x: calls.append(x.shape[0]) or real(x))
+    out = extract_features(compiled, QUERY, torch.device("cpu"), 3, "avg", fold_bn=False)
+    ref_feats, ref_logits = oracle_features(model, QUERY, "avg")
+    torch.testing.assert_close(out["feats"], ref_feats, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["attr_logits"], ref_logits, rtol=1e-5, atol=1e-5)
+    assert calls == [3] * 6 and out["num_clips"] == 17               # 17 = 5 x 3 + 2 padded
+    assert compiled._compiled is not compiled.model                   # it did compile
+    assert not (tmp_path / "default-cache").exists()
+
+
+def test_compile_failure_falls_back_to_the_model(model, monkeypatch, caplog):
+    def broken(module, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    compiled = evaluator.inference_model(model, compile_model=True)
+    out = extract_features(compiled, QUERY, torch.device("cpu"), 3, "avg", fold_bn=False)
+    torch.testing.assert_close(out["feats"], oracle_features(model, QUERY, "avg")[0],
+                               rtol=1e-5, atol=1e-5)
+    assert "torch.compile failed (RuntimeError: no C++ compiler)" in caplog.text
+
+
 def test_extract_features_without_attributes():
     model = make_model(attr_lens=None)
     out = extract_features(model, GALLERY, torch.device("cpu"), 3, "avg")

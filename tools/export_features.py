@@ -131,7 +131,8 @@ def export_features(cfg: CfgNode, split: str, config_file: str = "",
     loader = tqdm(make_test_loader(cfg, tracklets, stream), desc=f"features of {split}",
                   unit="tracklet", file=sys.stderr, disable=not progress, mininterval=0.5)
     out = extract_features(model, loader, device, settings["clips_per_batch"],
-                           settings["pool"], settings["amp_dtype"])
+                           settings["pool"], settings["amp_dtype"],
+                           compile_model=settings["compile_model"])
     arrays = {"features": out["feats"].float().cpu().numpy(),
               "pids": np.array([t.key[0] for t in tracklets], dtype=np.int64),
               "camids": out["camids"],

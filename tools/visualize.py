@@ -35,7 +35,12 @@ from data.attributes import decode_attribute_logits
 from data.datasets import VideoReIDDataset
 from data.transforms import build_transforms
 from engine import CONFIG_KEY, amp_settings, parse_command_line
-from engine.evaluator import clips_per_batch, extract_features, query_gallery_distances
+from engine.evaluator import (
+    clips_per_batch,
+    extract_features,
+    inference_model,
+    query_gallery_distances,
+)
 from modeling import build_model, load_model_weights
 from tools.architecture import ARCH_FILE, DEFAULT_ARCH_CONFIG, visualize_architecture
 from utils.checkpoint import choose_checkpoint, load_file
@@ -124,8 +129,10 @@ def _query_gallery_distances(run: LoadedRun) -> tuple[np.ndarray, dict, dict]:
     cfg, device = run.cfg, run.device
     chunk, pool = clips_per_batch(cfg, device), cfg.TEST.TEMPORAL_POOL_METHOD
     amp_dtype, _ = amp_settings(cfg, device)             # the evaluation's precision
-    q = extract_features(run.model, run.query_loader, device, chunk, pool, amp_dtype)
-    g = extract_features(run.model, run.gallery_loader, device, chunk, pool, amp_dtype)
+    model = inference_model(run.model, compile_model=cfg.TEST.COMPILE)  # once for both
+    q = extract_features(model, run.query_loader, device, chunk, pool, amp_dtype, fold_bn=False)
+    g = extract_features(model, run.gallery_loader, device, chunk, pool, amp_dtype,
+                         fold_bn=False)
     dist = query_gallery_distances(q["feats"], g["feats"], cfg.DISTANCE,
                                    cfg.TEST.FEAT_NORM == "yes", cfg.TEST.RE_RANKING == "yes")
     return dist, q, g
