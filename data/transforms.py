@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import get_worker_info
 
 try:   # libjpeg-turbo; torchvision 0.29 deprecates it for TorchCodec: PIL when it is gone
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -310,8 +311,14 @@ class ClipTransform:
                       .view(*self.size, 3).permute(2, 0, 1))
 
     def new_clips(self, n: int, t: int) -> torch.Tensor:
-        """Uninitialised float32 storage for ``n`` clips of ``t`` frames, (n, t, H, W, 3)."""
-        return torch.empty((n, t, *self.size, 3), dtype=torch.float32)
+        """Uninitialised float32 storage for ``n`` clips of ``t`` frames, (n, t, H, W, 3); in
+        a loader worker in shared memory, so that the batch reaches the main process without
+        a copy (as torch's default collate does)."""
+        shape = (n, t, *self.size, 3)
+        if get_worker_info() is None:
+            return torch.empty(shape, dtype=torch.float32)
+        storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
+        return torch.empty(0).set_(storage).view(shape)
 
     def write(self, images: Sequence[Frame], out: torch.Tensor,
               generator: torch.Generator | None = None) -> None:

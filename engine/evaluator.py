@@ -147,7 +147,7 @@ class CompiledForward:
         return out
 
     def _run(self, clips: torch.Tensor):
-        from torch._inductor import config as inductor_config   # loads the compiler: on use
+        from torch._inductor import config as inductor_config  # loads the compiler: on use
 
         # frozen weights; no precompiled headers (their folder is not the temporary one)
         with self._compiler_files(), inductor_config.patch(freezing=True,
