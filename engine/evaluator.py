@@ -49,8 +49,8 @@ def clips_per_batch(cfg, device: torch.device) -> int:
     """TEST.CLIPS_PER_BATCH, or for 0 (auto) the device's default.
 
     On a GPU large forwards fill the device; on a CPU the paper model is fastest with forwards
-    of 1-2 clips (8 frames of 256x128 keep the activations in cache): 6.4 clips/s at 2 clips
-    against 5.4 at 128 (channels_last, BatchNorms folded) and 3.4 for the original's
+    of 1-2 clips (8 frames of 256x128 keep the activations in cache): 5.96 clips/s at 2 clips
+    against 3.69 at 128 (channels_last, BatchNorms folded) and 3.10 for the original's
     one-tracklet-per-forward (NCHW) on a 2-core CPU (``python -m tools.benchmark extract``).
     """
     n = cfg.TEST.CLIPS_PER_BATCH

@@ -21,7 +21,7 @@ logger = logging.getLogger("reid.model")
 # MODEL.CHANNELS_LAST "auto": on where channels_last is the faster layout (the same outputs
 # either way). CUDA: the layout of the tensor-core convolutions (mixed precision, TF32). CPU
 # (oneDNN, 2-core Xeon): faster for frames of 256x128 and more (the paper model's training step
-# 1.2x, extraction with the folded BatchNorms 1.76x; ResNet-18 1.15x), about equal at 128x64,
+# 1.2x, extraction with the folded BatchNorms 1.9x; ResNet-18 1.15x), about equal at 128x64,
 # slower for small frames (ResNet-18 at 64x32: 0.8x, the CPU demo). Other devices: off.
 CHANNELS_LAST_AUTO = {"cuda": 0, "cpu": 256 * 128}   # device type -> least H * W of a frame
 
