@@ -141,12 +141,13 @@ def _paste(out: np.ndarray, frame: torch.Tensor, flip: bool, top: int, left: int
            padding: int) -> None:
     """Write ``frame`` (H, W, C), flipped, zero-padded by ``padding`` and cropped at
     (``top``, ``left``), into ``out`` (H, W, C): one (converting) copy of the overlap and
-    zeros in the uncovered bands (numpy: the copies are the same, the calls cheaper)."""
+    zeros in the uncovered bands (numpy assignments: the same copies as torch's, cheaper calls;
+    torch flips, which numpy would copy element by element)."""
     h, w = frame.shape[:2]
     (rows_out, rows_in), (cols_out, cols_in) = (_shifted_spans(top, padding, h),
                                                 _shifted_spans(left, padding, w))
     if flip:   # the flipped frame's columns cols_in are the frame's mirrored ones, reversed
-        out[rows_out, cols_out] = frame[rows_in, w - cols_in.stop:w - cols_in.start].flip(1)
+        out[rows_out, cols_out] = frame[rows_in, w - cols_in.stop:w - cols_in.start].flip(1).numpy()
     else:
         out[rows_out, cols_out] = frame.numpy()[rows_in, cols_in]
     if rows_out.start:
@@ -188,7 +189,7 @@ def random_hflip_pad_crop(frames: Sequence[torch.Tensor] | torch.Tensor, flip_pr
     if padding > 0:
         offsets = (_uniform(t, generator, consistent, 2) * (2 * padding + 1)).astype(np.int64)
     else:
-        offsets = np.full((t, 2), 0, dtype=np.int64)        # no crop: offset 0, no padding
+        offsets = np.zeros((t, 2), dtype=np.int64)          # no crop: offset 0, no padding
     if out is None:
         out = torch.empty((t, h, w, c), dtype=frames[0].dtype)
     dest = out.numpy()
