@@ -153,7 +153,9 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
     Train: batches of SOLVER.SEQS_PER_BATCH (per process: divided by the world size) from a
     :class:`RandomIdentitySampler` (SAMPLER "triplet"/"softmax_triplet") or a
     :class:`RandomBatchSampler` ("softmax"), drop_last; items
-    ``(clips (B, T, 3, H, W), pids (B,), camids (B,), attrs)`` with attrs a list of two
+    ``(clips (B, T, 3, H, W), pids (B,), camids (B,), attrs)``, clips float32 whose memory is
+    channels last, (B, T, H, W, 3) (``.contiguous()`` gives the other layout; built in place
+    by :meth:`VideoTrainDataset.__getitems__`), attrs a list of two
     (B, width) float tensors ("bce"), a (B, n_attr) LongTensor ("mce") or an empty (B, 0)
     LongTensor. Call ``train_loader.batch_sampler.set_epoch(e)`` before each epoch.
     Query / gallery: one tracklet per item ``(clips (N, T, 3, H, W), pid, camid, attr_idx)``,
