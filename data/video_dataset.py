@@ -143,18 +143,18 @@ class VideoTrainDataset(_TrackletFrames):
             self._write_clip(index, sample_seed, slot)
         rows = torch.tensor([index for index, _ in pairs], dtype=torch.long)
         ids = self._ids[rows]
-        attrs = ([a[rows] for a in self.attrs] if isinstance(self.attrs, list)
-                 else self.attrs[rows])
-        return clips.permute(0, 1, 4, 2, 3), ids[:, 0], ids[:, 1], attrs
+        return clips.permute(0, 1, 4, 2, 3), ids[:, 0], ids[:, 1], self._attrs_at(rows)
 
     def __getitem__(self, item: tuple[int, int]):
         index, sample_seed = self._pair(item)
         pid, camid = self.tracklets[index][1:3]
         clip = self.transform.new_clips(1, self.seq_len)[0]                 # (T, H, W, 3)
         self._write_clip(index, sample_seed, clip)
-        attrs = ([a[index] for a in self.attrs] if isinstance(self.attrs, list)
-                 else self.attrs[index])
-        return clip.permute(0, 3, 1, 2), pid, camid, attrs
+        return clip.permute(0, 3, 1, 2), pid, camid, self._attrs_at(index)
+
+    def _attrs_at(self, rows: int | torch.Tensor):
+        """The encoded attributes of tracklet(s) ``rows``: per group for "bce", else one tensor."""
+        return [a[rows] for a in self.attrs] if isinstance(self.attrs, list) else self.attrs[rows]
 
 
 def collate_batch(batch):
