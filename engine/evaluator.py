@@ -92,10 +92,10 @@ class _PooledFeatures:
 def channels_last_clips(clips: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate clip tensors (n_i, T, 3, H, W) into one whose memory is channels last,
     (N, T, H, W, 3), the loaders' layout (``torch.cat`` of 5-d tensors would transpose them
-    to the contiguous layout)."""
+    to the contiguous layout). One tensor already in that layout is returned as it is."""
     t = clips[0].shape[1]
     frames = [c.flatten(0, 1).contiguous(memory_format=torch.channels_last) for c in clips]
-    return torch.cat(frames).unflatten(0, (-1, t))
+    return (torch.cat(frames) if len(frames) > 1 else frames[0]).unflatten(0, (-1, t))
 
 
 class CompiledForward:

@@ -183,3 +183,10 @@ def test_the_evaluate_settings_change_the_distances(model):
     reranked = re_ranking(cosine, oracle_distance(qf, qf, "cosine", True),
                           oracle_distance(gf, gf, "cosine", True))
     assert not np.allclose(reranked, cosine, rtol=1e-3)
+
+
+def test_channels_last_clips_concatenates_without_transposing_back():
+    a, b = torch.randn(2, T, 3, *SIZE), torch.randn(3, T, 3, *SIZE)
+    out = evaluator.channels_last_clips([a, b])
+    assert torch.equal(out, torch.cat([a, b])) and out.permute(0, 1, 3, 4, 2).is_contiguous()
+    assert evaluator.channels_last_clips([out]).data_ptr() == out.data_ptr()      # no copy
