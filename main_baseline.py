@@ -35,6 +35,7 @@ from engine.defaults import (
     check_output_dir,
     discard_run_dir,
     load_run_config,
+    run_folder_of,
     start_run,
 )
 from modeling import build_model, load_model_weights
@@ -53,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only evaluate TEST.WEIGHT (same as EVALUATE_ONLY True)")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                         help="continue training from a checkpoint; without PATH, from the "
-                             "last_checkpoint of the newest run in OUTPUT_DIR")
+                             "last_checkpoint of the newest run in OUTPUT_DIR. The run continues "
+                             "in the checkpoint's run folder (log, metrics.json, checkpoints)")
+    parser.add_argument("--new-folder", action="store_true",
+                        help="with --resume: write the continued run to a new "
+                             "OUTPUT_DIR/<timestamp>/ folder instead of the checkpoint's")
     return parser
 
 
@@ -92,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                     "SOLVER.MAX_EPOCHS to continue training.", resume[0],
                     cfg.SOLVER.MAX_EPOCHS)
         return 0
-    check_output_dir(cfg.OUTPUT_DIR)
-    run_dir = start_run(cfg, args.config_file, args.opts)
+    if args.new_folder and resume is None:
+        raise UserError("--new-folder goes with --resume (a new run always gets a new folder).")
+    continue_in = None if resume is None or args.new_folder else run_folder_of(resume[0])
+    if continue_in is None:
+        check_output_dir(cfg.OUTPUT_DIR)
+    run_dir = start_run(cfg, args.config_file, args.opts, continue_in=continue_in)
     if note:
         logger.info(note)
     logger.info("Device: %s, processes: %d", device, get_world_size())

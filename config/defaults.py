@@ -177,12 +177,24 @@ _C.SOLVER.CHECKPOINT_PERIOD = 50
 _C.SOLVER.LOG_PERIOD = 100
 # Evaluate every this many epochs (and at the end)
 _C.SOLVER.EVAL_PERIOD = 50
-# Mixed precision on a GPU (torch.amp; off on a CPU)
+# Mixed precision (torch.amp): on a GPU AMP_DTYPE; on a CPU as SOLVER.CPU_PRECISION says
 _C.SOLVER.FP_16 = True
 # Training batch size in tracklets (P x K with the identity sampler)
 _C.SOLVER.SEQS_PER_BATCH = 64
 # New: autocast dtype with FP_16: "float16" (with a grad scaler) or "bfloat16"
 _C.SOLVER.AMP_DTYPE = "float16"
+# New: precision of FP_16 on a CPU: "auto" (bfloat16 autocast where the CPU has native bf16
+# instructions, AVX512-BF16 or AMX; float32 elsewhere), "float32", "bfloat16", or "float16"
+# (with a grad scaler, the GPU's fp16 path; slow on a CPU, for tests). Ignored on a GPU
+_C.SOLVER.CPU_PRECISION = "auto"
+# New: the first loss scale of the float16 grad scaler (torch.amp.GradScaler; an overflow
+# halves the scale and skips the step)
+_C.SOLVER.GRAD_SCALER_INIT_SCALE = 65536.0
+# New: steps without overflow before the float16 grad scaler doubles its scale
+_C.SOLVER.GRAD_SCALER_GROWTH_INTERVAL = 2000
+# New: torch.compile the training forward and loss (inductor; falls back to eager with a
+# warning when compilation fails)
+_C.SOLVER.COMPILE = False
 # New: mixed-precision backend: "native" (torch.amp) or "apex" (only when NVIDIA apex is installed)
 _C.SOLVER.AMP_BACKEND = "native"
 # New: evaluate once before the first epoch (the original always does)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
+import math
 import os
+import re
 
 import torch
 import yaml
@@ -24,6 +27,7 @@ CHOICES: dict[str, tuple] = {
     "MODEL.DEVICE": ("cuda", "cpu"),
     "MODEL.ARCH": ("video_baseline",),
     "MODEL.NAME": BACKBONES,
+    "MODEL.LAST_STRIDE": (1, 2),
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
     "MODEL.FUSION_METHOD": ("baseline", "TA", "ATTR_TA"),
     "MODEL.NECK": ("bnneck", "no"),
@@ -38,6 +42,7 @@ CHOICES: dict[str, tuple] = {
     "SOLVER.WARMUP_METHOD": ("linear", "constant"),
     "SOLVER.AMP_DTYPE": ("float16", "bfloat16"),
     "SOLVER.AMP_BACKEND": ("native", "apex"),
+    "SOLVER.CPU_PRECISION": ("auto", "float32", "bfloat16", "float16"),
     "TEST.RE_RANKING": ("yes", "no"),
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.FEAT_NORM": ("yes", "no"),
@@ -63,8 +68,54 @@ def available_optimizers() -> list[str]:
 POSITIVE_INTS = (
     "DATASETS.SEQ_LEN", "DATASETS.TEST_MAX_SEQ_NUM", "DATALOADER.NUM_INSTANCE",
     "SOLVER.MAX_EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD",
-    "SOLVER.SEQS_PER_BATCH", "DATALOADER.READ_RETRIES",
+    "SOLVER.SEQS_PER_BATCH", "DATALOADER.READ_RETRIES", "SOLVER.GRAD_SCALER_GROWTH_INTERVAL",
 )
+
+# Numeric keys with a range: key -> (lowest, highest, whether the lowest itself is allowed, what
+# the value is). None: unbounded; a highest given is allowed. Keys whose default is an int take
+# integers only.
+RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
+    "INPUT.PROB": (0, 1, True, "the probability of a horizontal flip"),
+    "INPUT.RE_PROB": (0, 1, True, "the probability of random erasing"),
+    "INPUT.PADDING": (0, None, True, "pixels of padding before the random crop, 0 for none"),
+    "DATALOADER.NUM_WORKERS": (0, None, True, "loader worker processes, 0 for none"),
+    "TEST.CLIPS_PER_BATCH": (0, None, True, "clips per evaluation forward, 0 for auto"),
+    "SOLVER.BASE_LR": (0, None, False, "the learning rate"),
+    "SOLVER.BIAS_LR_FACTOR": (0, None, True, "the factor of the bias parameters' learning rate"),
+    "SOLVER.MOMENTUM": (0, 1, True, "the SGD momentum"),
+    "SOLVER.MARGIN": (0, None, True, "the triplet loss margin"),
+    "SOLVER.AITL_MARGIN": (0, None, True, "the margin of the AITL terms"),
+    "SOLVER.CENTER_LR": (0, None, False, "the learning rate of the center loss centres"),
+    "SOLVER.CENTER_LOSS_WEIGHT": (0, None, True, "the weight of the center loss term"),
+    "SOLVER.WEIGHT_DECAY": (0, None, True, "the weight decay of the non-bias parameters"),
+    "SOLVER.WEIGHT_DECAY_BIAS": (0, None, True, "the weight decay of the bias parameters"),
+    "SOLVER.GAMMA": (0, None, False, "the learning-rate factor at each of SOLVER.STEPS"),
+    "SOLVER.WARMUP_FACTOR": (0, 1, False, "the learning-rate factor at the start of the warmup"),
+    "SOLVER.WARMUP_ITERS": (0, None, True, "the warmup length in epochs, 0 for none"),
+    "SOLVER.GRAD_SCALER_INIT_SCALE": (0, None, False, "the first loss scale of the grad scaler"),
+    "RANDOM_SEED": (0, 2**63 - 1, True, "the seed of python, numpy and torch"),
+    # the ranges of data.synthetic.write_synthetic_dataset
+    "DATASETS.SYNTHETIC.IDS": (2, 4000, True, "identities, half train, half test"),
+    "DATASETS.SYNTHETIC.TRACKLETS": (2, 99, True, "tracklets per identity, on two cameras "
+                                                  "at least"),
+    "DATASETS.SYNTHETIC.FRAMES": (1, 790, True, "frames per tracklet"),
+    "DATASETS.SYNTHETIC.SEED": (0, None, True, "the seed of the synthetic dataset"),
+}
+
+# Numeric keys that are not checked: the original declares them and nothing reads them.
+UNCHECKED = ("SOLVER.CLUSTER_MARGIN", "SOLVER.CENTER_ON", "SOLVER.RANGE_K", "SOLVER.RANGE_MARGIN",
+             "SOLVER.RANGE_ALPHA", "SOLVER.RANGE_BETA", "SOLVER.RANGE_LOSS_WEIGHT",
+             "TEST.SEQS_PER_BATCH")
+
+# [height, width] keys and their smallest values.
+SIZES = {"INPUT.SIZE_TRAIN": (1, 1), "INPUT.SIZE_TEST": (1, 1),
+         "DATASETS.SYNTHETIC.SIZE": (16, 8)}
+
+# DATASETS.NAME values whose datasets have attributes (data.datasets: the classes with an
+# attribute_file; the folder dataset requires its attribute files with ATTR_RECOG_ON True).
+DATASETS_WITH_ATTRIBUTES = ("mars", "duke", "folder")
+# The layouts DATASETS.SYNTHETIC.IF_MISSING can write (data.synthetic.FORMATS).
+SYNTHETIC_FORMATS = ("mars", "duke", "folder")
 
 
 def _all_keys(node: CN, prefix: str = "") -> list[str]:
@@ -225,10 +276,49 @@ def merge_config_file(cfg: CN, path: str, _chain: tuple[str, ...] = ()) -> None:
     _merge(cfg, loaded, f"'{path}'")
 
 
+def _bracket_depth(token: str) -> int:
+    return token.count("[") + token.count("(") - token.count("]") - token.count(")")
+
+
+def split_list_value(opts: list[str]) -> tuple[str, str] | None:
+    """(key, value) of the first list value that the shell split into several arguments.
+
+    ``INPUT.SIZE_TRAIN [255, 127]`` unquoted reaches the program as ``'[255,'`` and ``'127]'``:
+    an argument opening a bracket that a later argument closes.
+
+    Example:
+        >>> split_list_value(["INPUT.SIZE_TRAIN", "[255,", "127]"])
+        ('INPUT.SIZE_TRAIN', '[255,127]')
+    """
+    for i, token in enumerate(opts):
+        depth = _bracket_depth(token)
+        if depth <= 0 or not token.lstrip().startswith(("[", "(")):
+            continue
+        for j in range(i + 1, len(opts)):
+            depth += _bracket_depth(opts[j])
+            if depth <= 0:
+                pieces = (p.strip().strip(",").strip() for p in opts[i:j + 1])
+                return (opts[i - 1] if i else "KEY"), ",".join(p for p in pieces if p)
+        return None
+    return None
+
+
 def merge_overrides(cfg: CN, opts: list[str]) -> None:
-    """Merge command-line ``KEY VALUE`` pairs into ``cfg`` (mutable)."""
+    """Merge command-line ``KEY VALUE`` pairs into ``cfg`` (mutable).
+
+    Raises:
+        UserError: an odd number of arguments, a list value split by the shell (the message
+            shows it quoted), an unknown key or a bad value.
+    """
+    split = split_list_value(opts)
+    if split:
+        raise UserError(f"The list value of {split[0]} reached the program as several "
+                        f"arguments (the shell splits a value at its spaces): quote it, e.g. "
+                        f"{split[0]} '{split[1]}'.")
     if len(opts) % 2:
-        raise UserError(f"Overrides must be KEY VALUE pairs; got an odd number: {opts}")
+        raise UserError(f"Overrides must be KEY VALUE pairs; got an odd number ({len(opts)}): "
+                        f"{opts}. Is a KEY or a VALUE missing? A value with spaces must be "
+                        "quoted as one argument, e.g. INPUT.SIZE_TRAIN '[256, 128]'.")
     nested: dict = {}
     for k, v in zip(opts[0::2], opts[1::2]):
         d = nested
@@ -243,39 +333,145 @@ def merge_overrides(cfg: CN, opts: list[str]) -> None:
     _merge(cfg, nested, "the command line")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(low, high, low_ok: bool, integer: bool) -> str:
+    """The allowed values of a :data:`RANGES` entry in words: "> 0", "an integer in [2, 99]"."""
+    kind = "an integer " if integer else ""
+    if high is None:
+        return f"{kind}{'>=' if low_ok else '>'} {low}"
+    bits = (high + 1).bit_length() - 1 if isinstance(high, int) else 0
+    top = f"2**{bits} - 1" if bits > 31 and high == 2**bits - 1 else high   # RANDOM_SEED
+    return f"{kind or 'a number '}in {'[' if low_ok else '('}{low}, {top}]"
+
+
+def _check_ranges(cfg: CN) -> None:
+    for key in POSITIVE_INTS:
+        value = _get(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"Invalid value {value!r} for {key}; it must be a positive integer.")
+    for key, (low, high, low_ok, what) in RANGES.items():
+        value = _get(cfg, key)
+        integer = isinstance(_default_of(key), int)
+        ok = (isinstance(value, int) if integer else _is_number(value)) \
+            and not isinstance(value, bool) and math.isfinite(value) \
+            and (value >= low if low_ok else value > low) and (high is None or value <= high)
+        if not ok:
+            raise UserError(f"Invalid value {value!r} for {key} ({what}); it must be "
+                            f"{_interval(low, high, low_ok, integer)}.")
+
+
+def _check_lists(cfg: CN) -> None:
+    """[height, width] sizes, the normalisation constants and SOLVER.STEPS."""
+    for key, smallest in SIZES.items():
+        value = list(_get(cfg, key))
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                      and v >= m for v, m in zip(value, smallest)):
+            least = "positive integers" if smallest == (1, 1) else \
+                f"integers, at least {list(smallest)}"
+            raise UserError(f"Invalid value {value!r} for {key}; give [height, width], two "
+                            f"{least}, e.g. [256, 128].")
+    for key in ("INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD"):
+        value = list(_get(cfg, key))
+        if len(value) != 3 or not all(_is_number(v) and math.isfinite(v) for v in value):
+            raise UserError(f"Invalid value {value!r} for {key}; give three numbers, one per RGB "
+                            f"channel (default {list(_default_of(key))}).")
+    if any(v <= 0 for v in cfg.INPUT.PIXEL_STD):
+        raise UserError(f"Invalid value {list(cfg.INPUT.PIXEL_STD)!r} for INPUT.PIXEL_STD; every "
+                        "standard deviation must be > 0 (the frames are divided by it).")
+    steps = list(cfg.SOLVER.STEPS)
+    if not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in steps) \
+            or any(b <= a for a, b in zip(steps, steps[1:])):
+        raise UserError(f"Invalid value {steps!r} for SOLVER.STEPS; give strictly increasing "
+                        "epochs >= 1 at which the learning rate is multiplied by SOLVER.GAMMA, "
+                        "e.g. [30, 55], or [] for no decay.")
+    if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", cfg.MODEL.DEVICE_ID):
+        raise UserError(f"Invalid value {cfg.MODEL.DEVICE_ID!r} for MODEL.DEVICE_ID; give a CUDA "
+                        "device index, e.g. 0 (of a list such as 0,1 the first is used).")
+
+
+def _check_size_pair(cfg: CN) -> None:
+    """The attribute streams fix the feature map to INPUT.SIZE_TRAIN's: SIZE_TEST must equal it."""
+    train, test = list(cfg.INPUT.SIZE_TRAIN), list(cfg.INPUT.SIZE_TEST)
+    if train == test or not cfg.ATTR_RECOG_ON or \
+            cfg.DATASETS.NAME not in DATASETS_WITH_ATTRIBUTES:
+        return
+    raise UserError(
+        f"INPUT.SIZE_TEST {test} differs from INPUT.SIZE_TRAIN {train}: with attributes "
+        f"(ATTR_RECOG_ON True, DATASETS.NAME {cfg.DATASETS.NAME}) the attribute attention layers "
+        "are built for the feature map of the training frames, so evaluating other frames "
+        "fails. Use the same INPUT.SIZE_TEST as INPUT.SIZE_TRAIN (INPUT.SIZE_TEST "
+        f"'[{train[0]},{train[1]}]'), or set ATTR_RECOG_ON False.")
+
+
+def _check_solver(cfg: CN) -> None:
+    """The optimizer name and the settings it can take; mixed precision; the center loss."""
+    s = cfg.SOLVER
+    optimizers = available_optimizers()
+    if s.OPTIMIZER_NAME not in optimizers:
+        raise UserError(f"Invalid value {s.OPTIMIZER_NAME!r} for SOLVER.OPTIMIZER_NAME; "
+                        f"allowed values (torch.optim classes): {', '.join(optimizers)}.")
+    accepted = inspect.signature(getattr(torch.optim, s.OPTIMIZER_NAME).__init__).parameters
+    if "weight_decay" not in accepted and (s.WEIGHT_DECAY or s.WEIGHT_DECAY_BIAS):
+        raise UserError(f"SOLVER.OPTIMIZER_NAME {s.OPTIMIZER_NAME} has no weight decay, but "
+                        f"SOLVER.WEIGHT_DECAY is {s.WEIGHT_DECAY} and SOLVER.WEIGHT_DECAY_BIAS "
+                        f"{s.WEIGHT_DECAY_BIAS}: set both to 0, or choose another optimizer.")
+    if s.FP_16 and s.AMP_BACKEND == "apex":
+        raise UserError("SOLVER.AMP_BACKEND 'apex': NVIDIA apex removed apex.amp; use "
+                        "SOLVER.AMP_BACKEND native (torch.amp, the same O1-style mixed "
+                        "precision), or SOLVER.FP_16 False.")
+    if s.USE_CENTER_LOSS and (cfg.MODEL.IF_WITH_CENTER != "yes"
+                              or "center" not in cfg.MODEL.METRIC_LOSS_TYPE):
+        raise UserError(
+            "SOLVER.USE_CENTER_LOSS True needs MODEL.IF_WITH_CENTER 'yes' and "
+            "MODEL.METRIC_LOSS_TYPE 'triplet_center' (got "
+            f"{cfg.MODEL.IF_WITH_CENTER!r} and {cfg.MODEL.METRIC_LOSS_TYPE!r}); set them, "
+            "or set SOLVER.USE_CENTER_LOSS False.")
+    if cfg.DATALOADER.SAMPLER != "softmax" and s.SEQS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
+        raise UserError(
+            f"SOLVER.SEQS_PER_BATCH ({s.SEQS_PER_BATCH}) must be a multiple of "
+            f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
+            f"sampler '{cfg.DATALOADER.SAMPLER}'.")
+
+
+def _check_data(cfg: CN) -> None:
+    """The synthetic dataset's layout and size; evaluation-only runs' weights."""
+    syn = cfg.DATASETS.SYNTHETIC
+    if syn.IF_MISSING and cfg.DATASETS.NAME not in SYNTHETIC_FORMATS:
+        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes the {'/'.join(SYNTHETIC_FORMATS)} "
+                        f"layouts only; DATASETS.NAME is {cfg.DATASETS.NAME!r}. Set "
+                        f"DATASETS.SYNTHETIC.IF_MISSING False or DATASETS.NAME "
+                        f"{'/'.join(SYNTHETIC_FORMATS)}.")
+    if cfg.DATASETS.NAME == "duke" and syn.IDS * syn.TRACKLETS + syn.IDS // 8 + 1 > 9999:
+        raise UserError(f"DATASETS.SYNTHETIC.IDS x DATASETS.SYNTHETIC.TRACKLETS ({syn.IDS} x "
+                        f"{syn.TRACKLETS}) is too large for Duke's 4-digit tracklet folders; "
+                        "use fewer.")
+    if cfg.EVALUATE_ONLY and not cfg.TEST.WEIGHT:
+        raise UserError("EVALUATE_ONLY (or --eval-only) needs TEST.WEIGHT: pass "
+                        "TEST.WEIGHT path/to/checkpoint.pth.")
+
+
 def validate_cfg(cfg: CN) -> None:
-    """Check enumerated and numeric keys; raise a UserError naming key, value and allowed values."""
+    """Check every key a run reads before anything is built.
+
+    Enumerated keys (:data:`CHOICES`), positive integers (:data:`POSITIVE_INTS`), numeric
+    ranges (:data:`RANGES`), [height, width] sizes, the normalisation constants, SOLVER.STEPS,
+    and the keys that must agree: INPUT.SIZE_TEST with INPUT.SIZE_TRAIN when the attribute
+    streams exist, the optimizer with the weight decays, the center loss with the metric loss,
+    the batch with the identity sampler, the synthetic dataset with DATASETS.NAME.
+
+    Raises:
+        UserError: the first problem, naming the key, its value and what it must be.
+    """
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
             raise UserError(f"Invalid value {value!r} for {key}; allowed values: "
                             f"{', '.join(map(str, allowed))}.")
-    for key in POSITIVE_INTS:
-        value = _get(cfg, key)
-        if not isinstance(value, int) or value < 1:
-            raise UserError(f"Invalid value {value!r} for {key}; it must be a positive integer.")
-    for key in ("INPUT.SIZE_TRAIN", "INPUT.SIZE_TEST", "DATASETS.SYNTHETIC.SIZE"):
-        value = _get(cfg, key)
-        if len(value) != 2 or any(int(v) < 1 for v in value):
-            raise UserError(f"Invalid value {value!r} for {key}; give [height, width].")
-    if cfg.DATALOADER.SAMPLER != "softmax":
-        if cfg.SOLVER.SEQS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
-            raise UserError(
-                f"SOLVER.SEQS_PER_BATCH ({cfg.SOLVER.SEQS_PER_BATCH}) must be a multiple of "
-                f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
-                f"sampler '{cfg.DATALOADER.SAMPLER}'.")
-    optimizers = available_optimizers()
-    if cfg.SOLVER.OPTIMIZER_NAME not in optimizers:
-        raise UserError(f"Invalid value {cfg.SOLVER.OPTIMIZER_NAME!r} for SOLVER.OPTIMIZER_NAME; "
-                        f"allowed values (torch.optim classes): {', '.join(optimizers)}.")
-    steps = list(cfg.SOLVER.STEPS)
-    if steps != sorted(steps):
-        raise UserError(f"SOLVER.STEPS must be increasing; got {steps}.")
-    if not isinstance(cfg.TEST.CLIPS_PER_BATCH, int) or cfg.TEST.CLIPS_PER_BATCH < 0:
-        raise UserError(f"Invalid value {cfg.TEST.CLIPS_PER_BATCH!r} for TEST.CLIPS_PER_BATCH; "
-                        "give a positive number of clips, or 0 for auto.")
-    if cfg.DATALOADER.NUM_WORKERS < 0:
-        raise UserError(f"DATALOADER.NUM_WORKERS must be >= 0; got {cfg.DATALOADER.NUM_WORKERS}.")
-    if cfg.EVALUATE_ONLY and not cfg.TEST.WEIGHT:
-        raise UserError("EVALUATE_ONLY (or --eval-only) needs TEST.WEIGHT: pass "
-                        "TEST.WEIGHT path/to/checkpoint.pth.")
+    _check_ranges(cfg)
+    _check_lists(cfg)
+    _check_size_pair(cfg)
+    _check_solver(cfg)
+    _check_data(cfg)

@@ -1,7 +1,7 @@
 """Attribute schemas (MARS, Duke, attributes.yml), the CSV check and reader, the encodings.
 
 Every attribute is a class index (0-based, as in the CSV files). The attributes of a dataset
-form two groups (SPEC §2): group 1 holds the 9 ID-irrelevant attributes (motion, pose, ...),
+form two groups: group 1 holds the 9 ID-irrelevant attributes (motion, pose, ...),
 group 2 the ID-relevant ones (clothes, bags, gender, ...). ``attr_lens`` lists the class
 count of every attribute, per group, e.g. MARS ``[[5,6,2,2,2,2,2,2,2],[9,10,4,2,2,2,2,2,2,2,2,2]]``.
 
@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from utils.errors import UserError
 
 __all__ = [
     "AttributeCsvProblem",
+    "AttributeFixes",
     "AttributeSchema",
     "DUKE_SCHEMA",
     "KEY_COLUMNS",
@@ -113,7 +115,7 @@ DUKE_SCHEMA = AttributeSchema(
     aliases=(("muti-person", ("multi-person",)),),
 )
 
-# The two groups of an attributes.yml, in stream order (SPEC §2: ID-irrelevant, ID-relevant).
+# The two groups of an attributes.yml, in stream order (ID-irrelevant, then ID-relevant).
 SCHEMA_GROUPS = ("id_irrelevant", "id_relevant")
 _FIX_YML = ("attributes.yml holds exactly two keys, id_irrelevant and id_relevant, each a "
             "mapping of attribute name -> number of classes (an integer >= 1) in CSV column "
@@ -210,6 +212,35 @@ def resolve_columns(header: Sequence[str], schema: AttributeSchema
 
 _FIX_CSV = "re-download the attribute annotations of the dataset (see the README)"
 _FIX_RANGE = f"check that the file belongs to this dataset, or {_FIX_CSV}"
+_FIX_HEADER = "insert that header as line 1 of the file (the columns in this order)"
+
+
+@dataclass(frozen=True)
+class AttributeFixes:
+    """What to do about each kind of problem of an attribute CSV, in the words of its dataset
+    (each dataset class's ``attribute_fixes``: MARS and Duke name their download, the folder
+    dataset its attributes.csv). A header-less file gets the same fix everywhere: insert the
+    header that the message names.
+
+    Attributes:
+        file: the file cannot be read or lacks columns.
+        cell: a cell is empty or not an integer.
+        range: a class index outside the classes of its attribute.
+        duplicate: several rows share a key.
+    """
+
+    file: str = _FIX_CSV
+    cell: str = _FIX_CSV
+    range: str = _FIX_RANGE
+    duplicate: str = _FIX_CSV
+
+    @classmethod
+    def download(cls, file_name: str) -> AttributeFixes:
+        """The fixes of an attribute file that comes with a download: get it again."""
+        again = (f"re-download the attribute annotations ({file_name}, from the AITL code "
+                 "release; README, Data preparation)")
+        return cls(again, again, f"check that the file belongs to this dataset, or {again}",
+                   again)
 
 
 @dataclass(frozen=True)
@@ -236,20 +267,25 @@ class AttributeCsvProblem:
     value: str = ""
 
 
-def check_attribute_csv(csv_path: str, schema: AttributeSchema
+def check_attribute_csv(csv_path: str, schema: AttributeSchema,
+                        fixes: AttributeFixes | None = None
                         ) -> tuple[dict[AttributeKey, tuple[int, ...]] | None,
                                    list[AttributeCsvProblem]]:
     """Read an attribute CSV and list every problem in it.
 
     The checks: the file reads as CSV; it has the key columns and every attribute of
-    ``schema`` (aliases accepted, extra columns ignored); every key cell is an integer (a
-    non-empty text in the ``schema.text_keys`` columns) and every attribute cell an integer
-    within ``[0, classes)``; no two lines share a key.
+    ``schema`` (aliases accepted, extra columns ignored), and a first line that holds no
+    expected name but mostly numbers is reported as a missing header row (naming the
+    expected header); every key cell is an integer (a non-empty text in the
+    ``schema.text_keys`` columns) and every attribute cell an integer within ``[0,
+    classes)``; no two lines share a key.
 
     Args:
         csv_path: the CSV file (``schema.key_columns``, e.g. ``person_id, camera_id,
             tracklets_id``, and the attributes).
         schema: the dataset's :class:`AttributeSchema`.
+        fixes: the fix of each kind of problem (the dataset class's ``attribute_fixes``;
+            default: re-download the dataset's annotations).
 
     Returns:
         ``(table, problems)``. ``table`` maps the key of every line whose key cells are valid,
@@ -259,20 +295,30 @@ def check_attribute_csv(csv_path: str, schema: AttributeSchema
         lists the bad cells line by line (columns in schema order), then each duplicated key
         (by its first line); it is empty for a valid file.
     """
+    fixes = fixes or AttributeFixes()
     try:
         df = pd.read_csv(csv_path, skipinitialspace=True, dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         return None, [AttributeCsvProblem(csv_path, f"'{csv_path}' cannot be read: {e}",
-                                          _FIX_CSV)]
+                                          fixes.file)]
     df.columns = [str(c).strip() for c in df.columns]
     columns, missing = resolve_columns(df.columns, schema)
+    expected = [*schema.key_columns, *schema.names]
     if missing:
+        first = _first_line(csv_path)
+        if len(missing) == len(expected) and _looks_like_data(first):
+            shown = ",".join(first)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            return None, [AttributeCsvProblem(
+                csv_path, f"'{csv_path}' has no header row: its line 1 ({shown!r}) holds values, "
+                f"not column names; expected the header {','.join(expected)!r}", _FIX_HEADER,
+                (1,))]
         return None, [AttributeCsvProblem(
             csv_path, f"'{csv_path}' lacks the column(s) {missing}; expected "
-            f"{[*schema.key_columns, *schema.names]} in this order", _FIX_CSV)]
+            f"{expected} in this order", fixes.file)]
     raw = df[columns]
     values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)  # (rows, cols)
-    problems, bad = _cell_problems(csv_path, raw, values, schema)
+    problems, bad = _cell_problems(csv_path, raw, values, schema, fixes)
     n_key = len(schema.key_columns)
     good_key = ~bad[:, :n_key].any(axis=1)
     table = np.where(bad, -1, np.nan_to_num(values)).astype(np.int64)[good_key]   # (rows', cols)
@@ -283,12 +329,34 @@ def check_attribute_csv(csv_path: str, schema: AttributeSchema
                 key[c] = text
     keys = list(map(tuple, keys))
     lines = np.flatnonzero(good_key) + 2                        # 1-based, the header is line 1
-    problems += _duplicate_problems(csv_path, keys, lines, schema.key_columns)
+    problems += _duplicate_problems(csv_path, keys, lines, schema.key_columns, fixes.duplicate)
     return dict(zip(keys, map(tuple, table[:, n_key:].tolist()), strict=True)), problems
 
 
-def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema: AttributeSchema
-                   ) -> tuple[list[AttributeCsvProblem], np.ndarray]:
+def _first_line(csv_path: str) -> list[str]:
+    """The stripped cells of the file's first line as written (pandas renames repeated
+    header names); empty when it cannot be read."""
+    try:
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            return [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _looks_like_data(cells: Sequence[str]) -> bool:
+    """Whether a first line is a data row: at least half its cells are numbers."""
+    def number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    return bool(cells) and 2 * sum(map(number, cells)) >= len(cells)
+
+
+def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema: AttributeSchema,
+                   fixes: AttributeFixes) -> tuple[list[AttributeCsvProblem], np.ndarray]:
     """The problems of the cells (not integers, out of range, empty texts) and their mask.
 
     Args:
@@ -312,14 +380,14 @@ def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema:
         cell, column = raw.iat[row, col], raw.columns[col]
         empty = cell is None or cell != cell or str(cell).strip() == ""   # NaN: an empty cell
         if text[col] or (not_int[row, col] and empty):
-            what, fix = "the cell is empty", _FIX_CSV
+            what, fix = "the cell is empty", fixes.cell
         elif not_int[row, col]:
-            what, fix = f"{cell!r} is not an integer", _FIX_CSV
+            what, fix = f"{cell!r} is not an integer", fixes.cell
         else:
             n = int(high[col])
             what = f"value {int(values[row, col])} is outside the {n} classes [0, {n - 1}] of " \
                    "this attribute"
-            fix = _FIX_RANGE
+            fix = fixes.range
         problems.append(AttributeCsvProblem(
             csv_path, f"'{csv_path}', line {row + 2}, column '{column}': {what}", fix,
             (row + 2,), column, cell if isinstance(cell, str) else ""))
@@ -327,7 +395,7 @@ def _cell_problems(csv_path: str, raw: pd.DataFrame, values: np.ndarray, schema:
 
 
 def _duplicate_problems(csv_path: str, keys: list[AttributeKey], lines: np.ndarray,
-                        key_columns: Sequence[str]) -> list[AttributeCsvProblem]:
+                        key_columns: Sequence[str], fix: str) -> list[AttributeCsvProblem]:
     """One problem per key that several lines share; ``keys`` and ``lines`` (n,) per line."""
     dup = pd.Series(keys, dtype=object).duplicated(keep=False).to_numpy()
     groups: dict[AttributeKey, list[int]] = {}
@@ -336,16 +404,18 @@ def _duplicate_problems(csv_path: str, keys: list[AttributeKey], lines: np.ndarr
     return [AttributeCsvProblem(
         csv_path, f"'{csv_path}' has {len(where)} rows sharing a ({', '.join(key_columns)}) "
         f"key: {key} on lines {where}. Every tracklet needs exactly one row",
-        _FIX_CSV, tuple(where)) for key, where in groups.items()]
+        fix, tuple(where)) for key, where in groups.items()]
 
 
-def load_attribute_table(csv_path: str, schema: AttributeSchema
+def load_attribute_table(csv_path: str, schema: AttributeSchema,
+                         fixes: AttributeFixes | None = None
                          ) -> dict[AttributeKey, tuple[int, ...]]:
     """Read and validate an attribute CSV into a lookup table.
 
     Args:
         csv_path: the CSV file (``person_id, camera_id, tracklets_id`` and the attributes).
         schema: the dataset's :class:`AttributeSchema`; extra CSV columns are ignored.
+        fixes: the fix of each kind of problem (see :func:`check_attribute_csv`).
 
     Returns:
         dict ``(pid, camera_id [1-based, as in the CSV], tracklet number) -> tuple of class
@@ -353,10 +423,10 @@ def load_attribute_table(csv_path: str, schema: AttributeSchema
 
     Raises:
         UserError: the first problem :func:`check_attribute_csv` finds (unreadable file,
-            missing columns [all listed], a cell that is not an integer or outside its class
-            count, a duplicated key), naming the file, line and column.
+            missing columns [all listed] or header row, a cell that is not an integer or
+            outside its class count, a duplicated key), naming the file, line and column.
     """
-    table, problems = check_attribute_csv(csv_path, schema)
+    table, problems = check_attribute_csv(csv_path, schema, fixes)
     if problems:
         first = problems[0]
         raise UserError(f"Attribute file {first.message}. Fix: {first.fix}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Sequence
 
 import torch
@@ -106,6 +107,12 @@ def _worker_init(worker_id: int) -> None:
     # One intra-op thread per worker: the workers already run in parallel. No seeding is
     # needed: every random draw of the data code comes from per-sample seeds.
     torch.set_num_threads(1)
+    # Ctrl-C reaches every process of the terminal's group: the workers ignore it (and
+    # SIGTERM) and the main process stops them, after its interruption checkpoint (a worker
+    # killed by the signal would make the next batch fail with "worker exited unexpectedly").
+    # A worker whose main process is gone exits on its own (torch's watchdog).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _loader_options(cfg: CfgNode) -> tuple[dict, dict]:

@@ -1,4 +1,4 @@
-"""Image decoding and clip transforms, batched over the frames of a clip (SPEC §2).
+"""Image decoding and clip transforms, batched over the frames of a clip.
 
 Train: Resize(SIZE_TRAIN) -> RandomHorizontalFlip(PROB) -> Pad(PADDING) ->
 RandomCrop(SIZE_TRAIN) -> ToTensor -> Normalize -> RandomErasing(RE_PROB). Test: Resize ->
@@ -8,6 +8,26 @@ through resize (per frame with PIL, bilinear, as torchvision on PIL images), fli
 which act on pixels alone; the crop's copy converts them to float32 in place in the clip's
 (channels-last) storage, which is normalised in one pass, then erased (the original erases the
 normalised tensor).
+
+Every PIL mode of a frame decodes to 8-bit RGB by one rule (:func:`pil_rgb`), or is refused by
+name (:class:`FrameModeError`; training and ``python -m tools.verify`` report it):
+
+* ``RGB`` as stored; ``L`` and ``1`` (0 or 255) as grey ``(v, v, v)``; ``P`` its palette
+  colours; ``RGBX`` its three colour channels; ``YCbCr`` and ``HSV`` by PIL's conversions;
+  ``CMYK`` as ``round((255 - C) (255 - K) / 255)`` per channel, no colour management (as PIL
+  and libjpeg-turbo, which give the same pixels for CMYK JPEGs).
+* 16-bit grey (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``, e.g. ``Image.fromarray(uint16
+  array)`` saved as PNG): the high byte, ``v >> 8`` (0..65535 onto 0..255; what PIL keeps of
+  16-bit RGB PNGs). PIL's own conversion clips such values to 255.
+* ``I`` (32-bit integers): values within 0..255 as 8-bit grey, otherwise, within 0..65535, as
+  16-bit grey (``v >> 8``); a frame with a value outside 0..65535 is refused.
+* Transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent palette entry, ``L`` /
+  ``RGB`` / 16-bit grey with a transparent colour): composited over black, ``round(c * a /
+  255)``: what the image shows, whatever colour its encoder stored under transparent pixels,
+  and black as the zero padding of the training crop. ``RGBa`` and ``La`` (premultiplied
+  alpha) store that composite already: their colour channels are taken as they are.
+* Refused: ``F`` (32-bit float: its pixels have no defined range, 0..1 and 0..255 are both in
+  use), ``LAB`` (PIL has no colorimetric conversion of it to RGB) and any other mode.
 
 Every random draw comes from the ``torch.Generator`` passed in (never the global RNG), so a
 clip is a pure function of its generator's seed. ``clip_consistent`` False draws per frame, as
@@ -32,12 +52,16 @@ try:   # libjpeg-turbo; torchvision 0.29 deprecates it for TorchCodec: PIL when 
 except ImportError:  # pragma: no cover - a future torchvision
     decode_jpeg = None
 
+from data.datasets import frame_fix
 from utils.errors import UserError
 
 __all__ = [
+    "MODE_FIX",
     "ClipTransform",
+    "FrameModeError",
     "build_transforms",
     "decode_rgb",
+    "pil_rgb",
     "random_erasing",
     "random_hflip_pad_crop",
     "read_image",
@@ -50,21 +74,102 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         "TorchVision are deprecated", category=DeprecationWarning)
 
 
+class FrameModeError(ValueError):
+    """A frame whose PIL mode (or pixel range) has no defined 8-bit RGB decoding.
+
+    The message names the mode and why, e.g. ``"PIL mode 'F' (32-bit float pixels) has no
+    defined range: ..."``; :data:`MODE_FIX` says what to do about it.
+    """
+
+
+MODE_FIX = ("save the frame as an 8-bit RGB or grey image (PIL mode 'RGB' or 'L'), its values "
+            "scaled to 0..255, e.g. Image.fromarray(scaled.astype(numpy.uint8)).save('frame.png')")
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+_CONVERTED = ("L", "1", "P", "RGBX", "YCbCr", "HSV", "CMYK")      # by PIL's conversion
+_REFUSED = {"F": "(32-bit float pixels) has no defined range: 0..1 and 0..255 are both in use",
+            "LAB": "(CIE L*a*b* pixels) has no colorimetric conversion to RGB in PIL"}
+
+
+def _grey(values: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) of grey levels (H, W) (one copy)."""
+    return np.repeat(values[:, :, None], 3, axis=2)
+
+
+def _over_black(rgba: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): colours (H, W, 3+) composited over black by the alpha of channel 3,
+    ``round(c * a / 255)`` (exact in integers: ``c * a / 255`` is never a half)."""
+    color = rgba[..., :3].astype(np.uint16)
+    color *= rgba[..., 3:4]
+    color += 127
+    color //= 255
+    return color.astype(np.uint8)
+
+
+def _integer_grey(img: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) of a 16-bit (``I;16*``) or 32-bit (``I``) grey frame (see the module
+    docstring); a transparent grey level is black."""
+    values = np.asarray(img)
+    shift = 8
+    if img.mode == "I":
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise FrameModeError(
+                f"PIL mode 'I' (32-bit integer pixels) with values from {low} to {high} is "
+                "outside the ranges of 8-bit (0..255) and 16-bit (0..65535) pixels")
+        shift = 8 if high > 255 else 0
+    grey = (values >> shift).astype(np.uint8)
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int):
+        grey[values == transparent] = 0
+    return _grey(grey)
+
+
+def pil_rgb(img: Image.Image) -> np.ndarray:
+    """The 8-bit RGB pixels of a PIL image of any mode (the rules of the module docstring).
+
+    Args:
+        img: the image (loaded or not).
+
+    Returns:
+        uint8 array (H, W, 3), contiguous and writable.
+
+    Raises:
+        FrameModeError: a mode without a defined decoding (``F``, ``LAB``, an unknown mode)
+            or an ``I`` frame with values outside 0..65535; the message names the mode.
+    """
+    mode = img.mode
+    if mode in _GREY16 or mode == "I":
+        return _integer_grey(img)
+    if mode in _REFUSED:
+        raise FrameModeError(f"PIL mode {mode!r} {_REFUSED[mode]}")
+    if mode == "RGB" and "transparency" not in img.info:
+        return np.array(img)
+    if mode in ("RGBa", "La"):                 # premultiplied: the composite over black
+        color = np.array(img)[..., :-1]
+        return _grey(color[..., 0]) if mode == "La" else np.ascontiguousarray(color)
+    if img.has_transparency_data:              # RGBA, LA, PA, or a transparent colour or entry
+        return _over_black(np.asarray(img.convert("RGBA")))
+    if mode in _CONVERTED:
+        return np.array(img.convert("RGB"))
+    raise FrameModeError(f"PIL mode {mode!r} has no defined conversion to 8-bit RGB")
+
+
 def decode_rgb(data: np.ndarray) -> torch.Tensor:
     """Decode an encoded image to RGB pixels.
 
     JPEG data goes to libjpeg-turbo (``torchvision.io.decode_jpeg``: the pixels of PIL's
     ``Image.open(...).convert("RGB")``, faster); other formats, and JPEG files it refuses, to
-    PIL.
+    PIL, whose image of any mode becomes RGB by :func:`pil_rgb`.
 
     Args:
         data: uint8 array (n,) of the file's bytes.
 
     Returns:
-        uint8 tensor (3, H, W).
+        uint8 tensor (3, H, W), a view of (H, W, 3) contiguous memory.
 
     Raises:
         OSError: PIL cannot decode the data either (its message says why).
+        FrameModeError: a PIL mode without a defined RGB decoding (see :func:`pil_rgb`).
     """
     if decode_jpeg is not None and data[:2].tobytes() == JPEG_MAGIC:
         try:
@@ -72,7 +177,7 @@ def decode_rgb(data: np.ndarray) -> torch.Tensor:
         except RuntimeError:
             pass                       # truncated or unusual: PIL decodes it or says why
     with Image.open(io.BytesIO(data.tobytes())) as img:
-        rgb = np.array(img.convert("RGB"))                                  # (H, W, 3)
+        rgb = pil_rgb(img)                                                  # (H, W, 3)
     return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
@@ -93,7 +198,9 @@ def read_image(path: str, retries: int = 3) -> torch.Tensor:
         uint8 tensor (3, H, W) (see :func:`decode_rgb`).
 
     Raises:
-        UserError: naming the file, after the last failed attempt.
+        UserError: naming the file, after the last failed attempt, with the fix of the dataset
+            whose layout holds the file (:func:`data.datasets.frame_fix`); at once for a PIL
+            mode without a defined RGB decoding, naming the mode.
     """
     error: Exception | None = None
     for attempt in range(max(1, retries)):
@@ -101,11 +208,12 @@ def read_image(path: str, retries: int = 3) -> torch.Tensor:
             time.sleep(0.05 * attempt)
         try:
             return _decode_file(path)
+        except FrameModeError as e:
+            raise UserError(f"Image '{path}' is not read: {e}. Fix: {MODE_FIX}.") from None
         except OSError as e:
             error = e
     raise UserError(f"Cannot read image '{path}' after {max(1, retries)} attempt(s): {error}. "
-                    "Fix: restore the file (re-extract the dataset archive) or remove its "
-                    "tracklet from the split files.")
+                    f"Fix: {frame_fix(path)}.")
 
 
 Frame = torch.Tensor | Image.Image
@@ -113,15 +221,14 @@ Frame = torch.Tensor | Image.Image
 
 def _hwc(frame: Frame, h: int, w: int) -> torch.Tensor:
     """uint8 (h, w, 3) pixels of one frame (the decoders' memory layout, no copy), resized with
-    PIL (bilinear, as torchvision's Resize on PIL images) where its size differs."""
-    if isinstance(frame, torch.Tensor):
-        hwc = frame.permute(1, 2, 0)
-        if tuple(hwc.shape[:2]) == (h, w):
-            return hwc
-        frame = Image.fromarray(hwc.numpy())
-    if frame.size != (w, h):
-        frame = frame.resize((w, h), Image.BILINEAR)
-    return torch.from_numpy(np.array(frame.convert("RGB")))
+    PIL (bilinear, as torchvision's Resize on PIL images) where its size differs. A PIL frame
+    of any mode becomes RGB first (:func:`pil_rgb`)."""
+    hwc = (frame.permute(1, 2, 0) if isinstance(frame, torch.Tensor)
+           else torch.from_numpy(pil_rgb(frame)))
+    if tuple(hwc.shape[:2]) == (h, w):
+        return hwc
+    resized = Image.fromarray(hwc.numpy()).resize((w, h), Image.BILINEAR)
+    return torch.from_numpy(np.array(resized))
 
 
 def _uniform(n: int, generator: torch.Generator, consistent: bool, *extra: int) -> np.ndarray:

@@ -13,11 +13,15 @@
    query tracklet has a row; gallery coverage is noted. A folder dataset
    (:mod:`data.datasets.folder`) also needs its ``attributes.yml``, a row for every tracklet
    and no row without a tracklet;
-4. images: every frame exists and decodes (in a process pool).
+4. images: every frame exists, decodes, and has a PIL mode that training decodes to 8-bit RGB
+   (:func:`data.transforms.pil_rgb`: 16-bit grey, palette, alpha, CMYK, ... are read; a
+   float frame, for one, is refused by name), in a process pool.
 
 It returns a :class:`VerifyReport` that names every problem (file, tracklet, CSV line) with
-its fix; ``report.format()`` is the printed report. Nothing is printed here: progress goes to
-an optional callback.
+its fix, in the words of the dataset class (MARS and Duke: their archives and attribute
+download; the folder dataset: its attributes.csv and tracklet folders);
+``report.format()`` is the printed report. Nothing is printed here: progress goes to an
+optional callback.
 
 Example::
 
@@ -41,6 +45,7 @@ from data.datasets import DATASET_CLASSES, FolderDataset, VideoReIDDataset
 from data.datasets.base import TrackletKey, find_missing_files
 from data.datasets.folder import match_attribute_rows, read_folder_schema, row_key
 from data.synthetic import MARKER_NAME
+from data.transforms import MODE_FIX, FrameModeError, pil_rgb
 from utils.errors import UserError
 
 __all__ = ["Problem", "VerifyReport", "decode_error", "default_workers", "verify_dataset"]
@@ -209,7 +214,7 @@ def verify_dataset(cfg: CfgNode, workers: int | None = None, progress: ProgressF
         report.statistics = dataset.statistics()
         _compare_counts(dataset, report)
         _check_attributes(dataset, cfg.ATTR_RECOG_ON, report)
-        problems, report.images = _check_images(name, dataset, workers or default_workers(),
+        problems, report.images = _check_images(dataset, workers or default_workers(),
                                                 progress, decode)
         report.problems += problems
         report.decoded = decode
@@ -226,14 +231,14 @@ def _check_files(cfg: CfgNode, report: VerifyReport) -> VideoReIDDataset | None:
     A missing folder or a parser error goes to ``report`` as a "files" problem.
     """
     root = cfg.DATASETS.ROOT_DIR
+    cls = DATASET_CLASSES[cfg.DATASETS.NAME]
     if not os.path.isdir(root):
         note = (" (DATASETS.SYNTHETIC.IF_MISSING is True: main_baseline.py would write a "
                 "synthetic dataset there)" if cfg.DATASETS.SYNTHETIC.IF_MISSING else "")
         report.problems.append(Problem("files", f"the dataset folder does not exist{note}",
                                        "set DATASETS.ROOT_DIR to the folder that holds the "
-                                       "dataset (README, Data preparation)", root))
+                                       f"dataset (README, {cls.readme_section})", root))
         return None
-    cls = DATASET_CLASSES[cfg.DATASETS.NAME]
     try:
         if cls.attribute_file is not None:
             return cls(root, attributes=False, verbose=False)
@@ -298,7 +303,7 @@ def _check_attributes(dataset: VideoReIDDataset, attributes_on: bool,
             f"get {cls.attribute_file} from the AITL code release (README, Data "
             "preparation), or set ATTR_RECOG_ON False to train without attributes", csv_path))
         return
-    table, problems = check_attribute_csv(csv_path, cls.attribute_schema)
+    table, problems = check_attribute_csv(csv_path, cls.attribute_schema, cls.attribute_fixes)
     report.problems += [Problem("attributes", p.message, p.fix, p.path) for p in problems]
     if table is not None:
         _check_coverage(dataset, csv_path, set(table), report)
@@ -345,7 +350,7 @@ def _check_folder_attributes(dataset: FolderDataset, report: VerifyReport) -> No
         report.problems.append(_problem("attributes", e))
         return
     csv_path = os.path.join(report.root, FolderDataset.attribute_file)
-    table, problems = check_attribute_csv(csv_path, schema)
+    table, problems = check_attribute_csv(csv_path, schema, FolderDataset.attribute_fixes)
     report.problems += [Problem("attributes", p.message, p.fix, p.path) for p in problems]
     if table is None:
         return
@@ -370,28 +375,36 @@ def _check_folder_attributes(dataset: FolderDataset, report: VerifyReport) -> No
 # ----------------------------------------------------------------------------------------------
 # Step 4: images
 # ----------------------------------------------------------------------------------------------
-def decode_error(path: str) -> str | None:
-    """Why ``path`` cannot be decoded as an image, or None when it decodes.
+def decode_error(path: str) -> tuple[str, str] | None:
+    """What keeps training from reading ``path``, or None when it decodes to RGB.
 
     JPEGs are decoded at 1/8 scale (``Image.draft``): every byte of the file is still read
     and entropy-decoded, so truncation and bit-stream errors show, at less cost (about 20%
-    less for 256x128 frames).
+    less for 256x128 frames). The decoded image then goes through training's conversion to
+    RGB (:func:`data.transforms.pil_rgb`), so a PIL mode that training refuses is found here.
+
+    Returns:
+        None, or ``(kind, text)``: kind "decode" (the file cannot be decoded; text
+        ``"<exception type>: <message>"``) or "mode" (a refused PIL mode; text names it).
     """
     try:
         with Image.open(path) as img:
             img.draft("RGB", (1, 1))
             img.load()
+            pil_rgb(img)
+    except FrameModeError as e:
+        return "mode", str(e)
     except Exception as e:  # any failure means the training code cannot read it either
-        return f"{type(e).__name__}: {e}"
+        return "decode", f"{type(e).__name__}: {e}"
     return None
 
 
-def _decode_chunk(paths: Sequence[str]) -> list[tuple[int, str]]:
+def _decode_chunk(paths: Sequence[str]) -> list[tuple[int, tuple[str, str]]]:
     return [(i, err) for i, p in enumerate(paths) if (err := decode_error(p)) is not None]
 
 
 def _decode_chunks(chunks: list[list[int]], paths: Sequence[str], workers: int
-                   ) -> Iterator[tuple[list[int], list[tuple[int, str]]]]:
+                   ) -> Iterator[tuple[list[int], list[tuple[int, tuple[str, str]]]]]:
     """``(chunk, its decode errors)`` for each chunk of path indices, in completion order.
 
     Decoding runs in ``workers`` processes (PIL holds the GIL while it parses headers, so
@@ -408,37 +421,27 @@ def _decode_chunks(chunks: list[list[int]], paths: Sequence[str], workers: int
 
 
 def _image_errors(paths: Sequence[str], workers: int, progress: ProgressFn | None,
-                  decode: bool) -> dict[int, str]:
-    """``{index into paths: "missing" or "cannot be decoded (...)"}`` of the bad images."""
+                  decode: bool) -> dict[int, tuple[str, str]]:
+    """``{index into paths: (kind, what)}`` of the bad images: kind "missing", "decode" (what:
+    "cannot be decoded (...)") or "mode" (what: "is not read by training: PIL mode ...")."""
     missing = set(find_missing_files(paths))
-    errors = {k: "missing" for k, p in enumerate(paths) if p in missing}
+    errors = {k: ("missing", "missing") for k, p in enumerate(paths) if p in missing}
     todo = [k for k, p in enumerate(paths) if decode and p not in missing]
     total, done = len(errors) + len(todo), len(errors)
     if progress is not None:
         progress(done, total)
     chunks = [todo[s:s + CHUNK] for s in range(0, len(todo), CHUNK)]
     for chunk, found in _decode_chunks(chunks, paths, workers):
-        for j, err in found:
-            errors[chunk[j]] = f"cannot be decoded ({err})"
+        for j, (kind, err) in found:
+            errors[chunk[j]] = (kind, f"cannot be decoded ({err})" if kind == "decode" else
+                                f"is not read by training: {err}")
         done += len(chunk)
         if progress is not None:
             progress(done, total)
     return errors
 
 
-def _image_fix(name: str, path: str) -> str:
-    if name == "folder":
-        return ("replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or its "
-                "tracklet folder)")
-    parts = path.split(os.sep)
-    archive = {"mars": next((f"{d}.zip" for d in ("bbox_train", "bbox_test") if d in parts),
-                            "the MARS archives"),
-               "duke": "DukeMTMC-VideoReID.zip"}.get(name, "the dataset archive")
-    return (f"restore the file(s) from {archive} (re-extract it), or remove the tracklet from "
-            "the split files")
-
-
-def _check_images(name: str, dataset: VideoReIDDataset, workers: int,
+def _check_images(dataset: VideoReIDDataset, workers: int,
                   progress: ProgressFn | None, decode: bool) -> tuple[list[Problem], int]:
     """The missing or undecodable frames of every tracklet, and the number of frames."""
     paths, owner = [], []                      # every frame, and its (subset, tracklet index)
@@ -447,14 +450,16 @@ def _check_images(name: str, dataset: VideoReIDDataset, workers: int,
             paths.extend(t.img_paths)
             owner.extend([(subset, i)] * len(t.img_paths))
     errors = _image_errors(paths, workers, progress, decode)
+    cls = type(dataset)
     problems = []
     for k in sorted(errors):
         subset, i = owner[k]
-        if type(dataset).attribute_schema is not None:
+        if cls.attribute_schema is not None:
             pid, cam, tid = getattr(dataset, subset)[i].key
             where = f"{subset} tracklet pid {pid}, camera {cam}, tracklet {tid}"
         else:
             where = f"{subset} tracklet {i}"
-        problems.append(Problem("images", f"{errors[k]}; {where}", _image_fix(name, paths[k]),
-                                paths[k]))
+        kind, what = errors[k]
+        fix = MODE_FIX if kind == "mode" else cls.frame_fix(paths[k])
+        problems.append(Problem("images", f"{what}; {where}", fix, paths[k]))
     return problems, len(paths)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from yacs.config import CfgNode
 
 from config import load_cfg
+from utils.checkpoint import Checkpointer
 from utils.comm import get_rank, get_world_size, is_main_process
 from utils.env import collect_env_info
 from utils.errors import UserError
@@ -153,26 +154,44 @@ def load_run_config(config_file: str | None, opts: list[str],
 
 
 def start_run(cfg: CfgNode, config_file: str | None, opts: list[str],
-              write_files: bool = True) -> str | None:
+              write_files: bool = True, continue_in: str | None = None) -> str | None:
     """Set a run up: the run folder (rank 0) with config.yaml and env.txt, logging, seeds.
 
     Call it after ``utils.comm.init_distributed``: only rank 0 writes a folder, and every
-    process gets its own seed ``RANDOM_SEED + rank``.
+    process gets its own seed ``RANDOM_SEED + rank``. Partial ``.tmp-*`` files that a killed
+    checkpoint write left in the folder are removed.
+
+    Args:
+        cfg, config_file, opts: the run's frozen config and how it was given (for the log).
+        write_files: create (or continue) a run folder; False logs to the console only.
+        continue_in: an existing run folder to continue (``--resume``): its log.txt is
+            appended to, env.txt gets this process's environment appended, and config.yaml is
+            rewritten only when the config changed (the log says so). None: a new
+            ``OUTPUT_DIR/<timestamp>/`` folder.
 
     Returns:
         The run folder (None on other ranks or without ``write_files``).
     """
     run_dir = None
     if write_files and is_main_process():
-        run_dir = make_run_dir(cfg.OUTPUT_DIR)
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(cfg.dump())
-        with open(os.path.join(run_dir, "env.txt"), "w", encoding="utf-8") as f:
-            f.write(collect_env_info() + "\n")
+        run_dir = continue_in or make_run_dir(cfg.OUTPUT_DIR)
+        config_path = os.path.join(run_dir, "config.yaml")
+        config_changed = continue_in is not None and _read_text(config_path) != cfg.dump()
+        if continue_in is None or config_changed:
+            with open(config_path, "w", encoding="utf-8") as f:
+                f.write(cfg.dump())
+        with open(os.path.join(run_dir, "env.txt"), "a" if continue_in else "w",
+                  encoding="utf-8") as f:
+            f.write(("\n" if continue_in else "") + collect_env_info() + "\n")
     logger = setup_logger("reid", run_dir, get_rank())
+    if continue_in and run_dir:
+        logger.info("Resuming in run folder %s: log continued%s.", run_dir,
+                    ", config.yaml rewritten with the changed config" if config_changed else "")
     logger.info("Command: %s", " ".join(sys.argv))
     if run_dir:
         logger.info("Run folder: %s", run_dir)
+        for path in Checkpointer(run_dir).remove_stale_files():
+            logger.info("Removed %s, the partial file of an interrupted checkpoint write.", path)
     logger.info("Config file %s merged with overrides %s", config_file, list(opts or []))
     logger.debug("Running with config:\n%s", cfg.dump())
     seed_everything(cfg.RANDOM_SEED + get_rank())
@@ -181,6 +200,22 @@ def start_run(cfg: CfgNode, config_file: str | None, opts: list[str],
         dist.all_gather_object(seeds, torch.initial_seed())
         logger.info("Seeds of the %d processes (RANDOM_SEED + rank): %s", len(seeds), seeds)
     return run_dir
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def run_folder_of(checkpoint: str) -> str | None:
+    """The run folder a checkpoint lies in (a folder with this project's ``config.yaml`` and
+    ``log.txt``), or None for a file elsewhere."""
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    marks = ("config.yaml", "log.txt")
+    return folder if all(os.path.isfile(os.path.join(folder, m)) for m in marks) else None
 
 
 def default_setup(config_file: str | None, opts: list[str], extra: dict | None = None,

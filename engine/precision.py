@@ -1,4 +1,4 @@
-"""Mixed-precision settings of a run (SPEC §5: torch.amp instead of apex)."""
+"""Mixed-precision settings of a run: ``torch.amp`` autocast (the original used NVIDIA apex O1)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,64 @@ from utils.errors import UserError
 logger = logging.getLogger("reid.train")
 
 
-def amp_settings(cfg: CfgNode, device: torch.device) -> tuple[torch.dtype | None, bool]:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles, as torch sees it).
+
+    Elsewhere torch emulates bfloat16 on a CPU, which is slower than float32.
+    """
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": None}
+
+
+def amp_settings(cfg: CfgNode, device: torch.device,
+                 log: bool = False) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, whether to use a grad scaler) for this config and device.
 
-    SOLVER.FP_16 on a CUDA device gives SOLVER.AMP_DTYPE (float16 with a grad scaler, or
-    bfloat16 without); anywhere else training and evaluation run in float32 (one log line).
+    * ``SOLVER.FP_16 False``: float32 everywhere.
+    * CUDA: ``SOLVER.AMP_DTYPE`` (float16 with a grad scaler, or bfloat16 without).
+    * CPU: ``SOLVER.CPU_PRECISION``. "auto" is bfloat16 autocast on a CPU with native bf16
+      instructions (:func:`cpu_has_native_bf16`; the paper model's training step runs about
+      twice as fast there, see the README's Performance section) and float32 elsewhere (emulated
+      bfloat16 and CPU float16 are slower than float32). "float16" runs the GPU's path (float16
+      autocast with a grad scaler): slow on a CPU, it lets tests exercise the scaler.
+    * Other devices: float32.
+
+    Args:
+        cfg: the run's config.
+        device: the device of this process.
+        log: write one log line saying which precision runs and why (the trainer does).
     """
+    dtype, why = _choose(cfg, device)
+    if log:
+        logger.info("Precision: %s (%s).", "float32" if dtype is None else
+                    str(dtype).replace("torch.", "") + " autocast", why)
+    return dtype, dtype == torch.float16
+
+
+def _choose(cfg: CfgNode, device: torch.device) -> tuple[torch.dtype | None, str]:
     if not cfg.SOLVER.FP_16:
-        return None, False
-    if device.type != "cuda":
-        logger.info("SOLVER.FP_16 is on but the device is %s: training in float32.", device.type)
-        return None, False
+        return None, "SOLVER.FP_16 False"
     if cfg.SOLVER.AMP_BACKEND == "apex":
         raise UserError("SOLVER.AMP_BACKEND 'apex': NVIDIA apex removed apex.amp; use "
                         "SOLVER.AMP_BACKEND native (torch.amp, the same O1-style mixed precision).")
-    dtype = torch.float16 if cfg.SOLVER.AMP_DTYPE == "float16" else torch.bfloat16
-    return dtype, dtype == torch.float16
+    if device.type == "cuda":
+        dtype = _DTYPES[cfg.SOLVER.AMP_DTYPE]
+        scaler = ", with a grad scaler" if dtype == torch.float16 else ""
+        return dtype, f"SOLVER.FP_16 on CUDA, SOLVER.AMP_DTYPE {cfg.SOLVER.AMP_DTYPE}{scaler}"
+    if device.type != "cpu":
+        return None, f"SOLVER.FP_16 is on but the device is {device.type}"
+    choice = cfg.SOLVER.CPU_PRECISION
+    if choice != "auto":
+        return _DTYPES[choice], f"SOLVER.FP_16 on a CPU, SOLVER.CPU_PRECISION {choice}"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, ("SOLVER.FP_16 on a CPU with native bfloat16 (SOLVER.CPU_PRECISION "
+                                "auto; float32 with SOLVER.CPU_PRECISION float32)")
+    return None, ("SOLVER.FP_16 is on but this CPU has no native bfloat16 (SOLVER.CPU_PRECISION "
+                  "auto; emulated bfloat16 would be slower)")
 
 
 def configure_backends(device: torch.device, training: bool) -> None:

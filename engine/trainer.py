@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 from yacs.config import CfgNode
@@ -36,7 +37,7 @@ from utils.checkpoint import (
     load_file,
     restore_rng_state,
 )
-from utils.comm import get_world_size, is_main_process, synchronize
+from utils.comm import get_world_size, is_main_process, max_across_ranks
 from utils.errors import UserError
 
 logger = logging.getLogger("reid.train")
@@ -83,18 +84,24 @@ class _EpochMeter:
                                           if state.get("sums") is not None else None)
         self.steps = int(state.get("steps", 0))
         self.clips = int(state.get("clips", 0))
+        self.skipped = int(state.get("skipped_steps", 0))   # flushed steps the scaler skipped
+        self.skipped_window: list[torch.Tensor] = []
         self.start = time.perf_counter() - float(state.get("seconds", 0.0))
 
     def state(self) -> dict:
         """The partial epoch (flushed sums, counts, seconds) as plain numbers, for a checkpoint."""
         return {"names": self.names, "steps": self.steps, "clips": self.clips,
-                "seconds": self.elapsed(),
+                "skipped_steps": self.skipped, "seconds": self.elapsed(),
                 "sums": None if self.sums is None else self.sums.tolist()}
 
-    def add(self, losses: dict[str, torch.Tensor], clips: int) -> None:
+    def add(self, losses: dict[str, torch.Tensor], clips: int,
+            skipped: torch.Tensor | None = None) -> None:
+        """One step's terms, its clip count and whether the grad scaler skipped it."""
         if self.names is None:
             self.names = [k for k in losses if k != "total"] + ["total"]
         self.window.append(torch.stack([losses[k].float() for k in self.names]))
+        if skipped is not None:
+            self.skipped_window.append(skipped)
         self.steps += 1
         self.clips += clips
 
@@ -102,6 +109,9 @@ class _EpochMeter:
         """(n, terms) values of the window, added to the epoch sums; the window restarts."""
         values = torch.stack(self.window)
         self.window = []
+        if self.skipped_window:
+            self.skipped += int(torch.stack(self.skipped_window).sum())
+            self.skipped_window = []
         total = values.double().sum(0).cpu()
         self.sums = total if self.sums is None else self.sums + total
         return values
@@ -117,7 +127,8 @@ class _EpochMeter:
         avg = (self.sums / max(self.steps, 1)).tolist()
         elapsed = self.elapsed()
         return {"epoch": epoch, "lr": lr, "seconds": elapsed,
-                "clips_per_s": self.clips / max(elapsed, 1e-9), **dict(zip(self.names, avg))}
+                "clips_per_s": self.clips / max(elapsed, 1e-9), "skipped_steps": self.skipped,
+                **dict(zip(self.names, avg))}
 
 
 class Trainer:
@@ -148,8 +159,10 @@ class Trainer:
         self.device = device
         self.run_dir = run_dir
         self.checkpointer = Checkpointer(run_dir) if run_dir else None
-        self.amp_dtype, use_scaler = amp_settings(cfg, device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.amp_dtype, use_scaler = amp_settings(cfg, device, log=True)
+        self.scaler = torch.amp.GradScaler(
+            device.type, init_scale=cfg.SOLVER.GRAD_SCALER_INIT_SCALE,
+            growth_interval=cfg.SOLVER.GRAD_SCALER_GROWTH_INTERVAL, enabled=use_scaler)
         self.epoch = 0          # completed epochs
         self.iteration = 0      # iterations done inside epoch ``self.epoch + 1`` (interrupted)
         self.best_r1 = -1.0
@@ -158,6 +171,7 @@ class Trainer:
         self._evaluating = False
         self._epoch_meter: _EpochMeter | None = None   # the epoch being trained
         self._resumed_meter: dict | None = None        # an interrupted epoch's partial sums
+        self.last_step_skipped: torch.Tensor | None = None   # see _step_optimizers
 
     @classmethod
     def from_config(cls, cfg: CfgNode, model: nn.Module, loaders: tuple, dataset: Any,
@@ -210,7 +224,7 @@ class Trainer:
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self._load_scaler(state.get("scaler") or {}, path)
         if self.center_optimizer is not None and "center_optimizer" in state:
             self.center_optimizer.load_state_dict(state["center_optimizer"])
         self.epoch = int(state["epoch"])
@@ -221,6 +235,18 @@ class Trainer:
         restore_rng_state(state["rng"])
         logger.info("Resumed from %s: %d epochs done%s.", path, self.epoch,
                     f" and {self.iteration} iterations of the next" if self.iteration else "")
+
+    def _load_scaler(self, scaler_state: dict, path: str) -> None:
+        """The grad scaler's state of a checkpoint; one without any (written in float32 or
+        bfloat16, where the scaler is off) starts this run's float16 scaler afresh."""
+        if not self.scaler.is_enabled():
+            return
+        if scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+        else:
+            logger.info("%s was written without a float16 grad scaler (float32 or bfloat16 "
+                        "training): the scaler starts afresh at scale %g.", path,
+                        self.scaler.get_scale())
 
     def save(self, name: str) -> str | None:
         """Write the full checkpoint ``<run_dir>/<name>.pth`` (rank 0) atomically."""
@@ -233,14 +259,23 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int) -> dict | None:
         """Evaluate on rank 0 (other ranks wait); record, log and keep the best rank-1 model."""
-        results = None
+        results, error = None, None
         self._evaluating = True
         try:
             if is_main_process():
-                results = self._evaluate_and_keep_best(epoch)
-            synchronize()
+                try:
+                    results = self._evaluate_and_keep_best(epoch)
+                except Exception as e:  # noqa: BLE001 - re-raised below, on every process
+                    error = e
+            # instead of a barrier: the others learn whether rank 0's evaluation failed
+            failed = max_across_ranks(int(error is not None), self.device)
         finally:
             self._evaluating = False
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"The evaluation after epoch {epoch} failed on process 0 (its "
+                               "error is in its output): this process stops too.")
         return results
 
     def _evaluate_and_keep_best(self, epoch: int) -> dict:
@@ -281,6 +316,15 @@ class Trainer:
         where = f"at epoch {epoch}, iteration {it}" if it else f"after epoch {epoch}"
         raise Interrupted(f"Stopped by signal {self._stop_signal} {where}; continue with "
                           "--resume.", self._stop_signal)
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun, a signal seen by any process stops every process at this iteration
+        (each would otherwise stop at its own and leave the others blocked in the next
+        collective)."""
+        if get_world_size() > 1:
+            signum = max_across_ranks(self._stop_signal or 0, self.device)
+            if signum and self._stop_signal is None:
+                self._stop_signal = signum
 
     def train(self) -> dict | None:
         """Run the remaining epochs; returns the last evaluation results (rank 0)."""
@@ -355,15 +399,48 @@ class Trainer:
                 self.center_optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(losses["total"]).backward()
         with timer("optimizer"):
-            self.scaler.step(self.optimizer)
-            if self.center_optimizer is not None:
-                # The centre update ignores the loss weight (as in reid-strong-baseline).
-                for p in self.criterion.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(1.0 / max(self.cfg.SOLVER.CENTER_LOSS_WEIGHT, 1e-12))
-                self.scaler.step(self.center_optimizer)
-            self.scaler.update()
+            self.last_step_skipped = self._step_optimizers()
         return {k: v.detach() for k, v in losses.items()}
+
+    def _step_optimizers(self) -> torch.Tensor | None:
+        """The optimizer step(s) through the grad scaler; returns a 0-d bool tensor on the
+        device, True when the scaler skipped the step (float16 gradients with an Inf or NaN;
+        the scale is then lowered), or None without a scaler. No host sync of its own.
+
+        With the centre loss the two optimizers step together or not at all: an overflow in
+        either's gradients skips both (the scaler alone would judge each on its own), and under
+        torchrun the centres' gradients are averaged across processes first, as DDP averages
+        the model's (each process would otherwise move its own copy of the centres).
+        """
+        scaler = self.scaler
+        optimizers = [self.optimizer]
+        if self.center_optimizer is not None:
+            optimizers.append(self.center_optimizer)
+            centres = [p.grad for p in self.criterion.parameters() if p.grad is not None]
+            if get_world_size() > 1:
+                for g in centres:
+                    dist.all_reduce(g)
+                    g.div_(get_world_size())
+            if scaler.is_enabled():
+                for opt in optimizers:
+                    scaler.unscale_(opt)
+                flags = [f for opt in optimizers
+                         for f in scaler._found_inf_per_device(opt).values()]
+                found = torch.stack(flags).amax()
+                for f in flags:
+                    f.copy_(found)
+            # The centre update ignores the loss weight (as in reid-strong-baseline).
+            if centres:
+                torch._foreach_mul_(centres,
+                                    1.0 / max(self.cfg.SOLVER.CENTER_LOSS_WEIGHT, 1e-12))
+        for opt in optimizers:
+            scaler.step(opt)
+        skipped = None
+        if scaler.is_enabled():
+            skipped = torch.stack(list(scaler._found_inf_per_device(self.optimizer).values())
+                                  ).amax() > 0
+        scaler.update()
+        return skipped
 
     def _start_epoch(self, epoch: int) -> int:
         """Set the samplers' epoch (and start batch when resuming); returns batches to skip."""
@@ -391,24 +468,30 @@ class Trainer:
             if skip:
                 skip -= 1
                 continue
-            meter.add(self.run_step(batch), batch[0].shape[0] * get_world_size())
+            meter.add(self.run_step(batch), batch[0].shape[0] * get_world_size(),
+                      self.last_step_skipped)
             self.iteration += 1
             bar.update(1)
             it = self.iteration
             last = it == num_iters
+            self._agree_on_stop()
             if it % self.cfg.SOLVER.LOG_PERIOD == 0 or last or self._stop_signal is not None:
                 self._log_window(meter, bar, epoch, it, num_iters, lr)
             if self._stop_signal is not None:
                 bar.close()
                 self._stop_if_signalled(epoch, it)
         bar.close()
+        if meter.skipped:
+            logger.info("Epoch %d: the float16 grad scaler skipped %d of %d steps (gradient "
+                        "overflow; the scale is now %g).", epoch, meter.skipped, meter.steps,
+                        self.scaler.get_scale())
         if meter.sums is not None:
             self.recorder.epoch(meter.record(epoch, lr))
 
     def _log_window(self, meter: _EpochMeter, bar: tqdm, epoch: int, it: int, num_iters: int,
                     lr: float) -> None:
         values = meter.flush()                 # one host sync per window
-        self._check_finite(values, meter.names, epoch, it)
+        self._check_finite(values, meter.names, epoch, it, self.device)
         terms = " ".join(f"{k}={v:.3f}" for k, v in zip(meter.names, values.mean(0).tolist()))
         speed = meter.speed()
         bar.set_postfix_str(f"{terms} {speed:.1f} clips/s")
@@ -416,9 +499,17 @@ class Trainer:
             self.recorder.iterations(epoch, it, num_iters, terms, lr, speed)
 
     @staticmethod
-    def _check_finite(values: torch.Tensor, names: list[str], epoch: int, it: int) -> None:
+    def _check_finite(values: torch.Tensor, names: list[str], epoch: int, it: int,
+                      device: torch.device) -> None:
+        """Raise :class:`NonFiniteLossError` when a logged loss term is NaN or Inf, on every
+        process together when one process's loss is (a collective under torchrun)."""
         finite = torch.isfinite(values)
+        elsewhere = max_across_ranks(int(not bool(finite.all())), device)
         if bool(finite.all()):
+            if elsewhere:
+                raise NonFiniteLossError(
+                    f"Non-finite loss on another process at epoch {epoch}, iteration <= {it}: "
+                    "training stopped (see that process's error).")
             return
         bad = [names[j] for j in range(len(names)) if not bool(finite[:, j].all())]
         bad = [b for b in bad if b != "total"] or ["total"]

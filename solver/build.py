@@ -13,6 +13,25 @@ from config.validate import available_optimizers
 from solver.lr_scheduler import WarmupMultiStepLR
 from utils.errors import UserError
 
+# build_optimizer's arguments and the config keys they come from (make_optimizer).
+_SETTING_KEYS = {"base_lr": ("SOLVER.BASE_LR",), "bias_lr_factor": ("SOLVER.BIAS_LR_FACTOR",),
+                 "weight_decay": ("SOLVER.WEIGHT_DECAY",),
+                 "weight_decay_bias": ("SOLVER.WEIGHT_DECAY_BIAS",),
+                 "weight_decays": ("SOLVER.WEIGHT_DECAY", "SOLVER.WEIGHT_DECAY_BIAS"),
+                 "momentum": ("SOLVER.MOMENTUM",)}
+# Words of torch.optim's constructor messages and the argument each is about.
+_TORCH_WORDS = (("learning rate", "base_lr"), ("weight_decay", "weight_decay"),
+                ("weight decay", "weight_decay"), ("momentum", "momentum"))
+
+
+class OptimizerSettingError(ValueError):
+    """A setting that the optimizer cannot take; ``setting`` is the :func:`build_optimizer`
+    argument at fault (None when torch's message names none of them)."""
+
+    def __init__(self, setting: str | None, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
 
 def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: float,
                     bias_lr_factor: float = 1.0, weight_decay_bias: float = 0.0,
@@ -38,12 +57,21 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
 
     Raises:
         ValueError: unknown or unsuitable optimizer name (the message lists the valid ones).
+        OptimizerSettingError: a setting the optimizer cannot take (a negative learning rate,
+            weight decay or momentum, weight decay for an optimizer without it); its
+            ``setting`` names the argument.
     """
     valid = available_optimizers()
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown optimizer {name!r}.{hint} Valid: {', '.join(valid)}")
+    # torch checks only the constructor's defaults, not the values of each parameter group
+    for setting, value in (("base_lr", base_lr), ("bias_lr_factor", bias_lr_factor),
+                           ("weight_decay", weight_decay),
+                           ("weight_decay_bias", weight_decay_bias), ("momentum", momentum)):
+        if not value >= 0:
+            raise OptimizerSettingError(setting, f"{setting} must be >= 0, got {value}")
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for param_name, param in model.named_parameters():
         if not param.requires_grad:
@@ -59,8 +87,9 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
     accepted = inspect.signature(cls.__init__).parameters
     has_wd = "weight_decay" in accepted
     if not has_wd and any(wd for _, wd in groups):
-        raise ValueError(f"optimizer {name!r} has no weight decay; set weight_decay and "
-                         "weight_decay_bias (SOLVER.WEIGHT_DECAY, SOLVER.WEIGHT_DECAY_BIAS) to 0")
+        raise OptimizerSettingError(
+            "weight_decays", f"optimizer {name!r} has no weight decay; set weight_decay and "
+            "weight_decay_bias (SOLVER.WEIGHT_DECAY, SOLVER.WEIGHT_DECAY_BIAS) to 0")
     param_groups = []
     for (lr, wd), params in groups.items():
         group = {"params": params, "lr": lr}
@@ -72,16 +101,31 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
         kwargs["momentum"] = momentum
     if "fused" in accepted:
         kwargs["fused"] = True
-    return cls(param_groups, **kwargs)
+    try:
+        return cls(param_groups, **kwargs)
+    except ValueError as e:   # torch's own checks ("Invalid learning rate: -1.0")
+        text = str(e).lower()
+        setting = next((arg for word, arg in _TORCH_WORDS if word in text), None)
+        raise OptimizerSettingError(setting, str(e)) from None
 
 
 def make_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer of SOLVER.OPTIMIZER_NAME with the SOLVER lr/weight-decay settings."""
+    """The optimizer of SOLVER.OPTIMIZER_NAME with the SOLVER lr/weight-decay settings.
+
+    Raises:
+        UserError: naming the key at fault (SOLVER.OPTIMIZER_NAME for an unknown name,
+            SOLVER.BASE_LR for a negative learning rate, ...) and its value.
+    """
     s = cfg.SOLVER
     try:
         return build_optimizer(model, s.OPTIMIZER_NAME, s.BASE_LR, s.WEIGHT_DECAY,
                                bias_lr_factor=s.BIAS_LR_FACTOR,
                                weight_decay_bias=s.WEIGHT_DECAY_BIAS, momentum=s.MOMENTUM)
+    except OptimizerSettingError as e:
+        keys = _SETTING_KEYS.get(e.setting) or tuple(_SETTING_KEYS.values())
+        values = ", ".join(f"{key} {_get(cfg, key)!r}" for key in keys)
+        raise UserError(f"{values}: refused by torch.optim.{s.OPTIMIZER_NAME} ({e}). Fix "
+                        f"{' or '.join(keys)}.") from None
     except ValueError as e:
         raise UserError(f"SOLVER.OPTIMIZER_NAME {s.OPTIMIZER_NAME!r}: {e}") from None
 
@@ -90,18 +134,46 @@ def make_center_optimizer(cfg: CfgNode, criterion: nn.Module) -> torch.optim.Opt
     """SGD over the center-loss centres (lr SOLVER.CENTER_LR), or None without a center loss.
 
     The fused kernel, as for the model's optimizer: with a grad scaler its step needs no host
-    sync."""
+    sync.
+
+    Raises:
+        UserError: SOLVER.CENTER_LR is not a positive number.
+    """
     center = getattr(criterion, "center_loss", None)
     if center is None:
         return None
+    if not cfg.SOLVER.CENTER_LR > 0:
+        raise UserError(f"Invalid value {cfg.SOLVER.CENTER_LR!r} for SOLVER.CENTER_LR (the "
+                        "learning rate of the center loss centres); it must be > 0.")
     return torch.optim.SGD(center.parameters(), lr=cfg.SOLVER.CENTER_LR, fused=True)
 
 
+# The schedule's arguments (in the order their messages are told apart) and their keys.
+_SCHEDULE_KEYS = (("warmup_method", "SOLVER.WARMUP_METHOD"),
+                  ("warmup_factor", "SOLVER.WARMUP_FACTOR"),
+                  ("warmup_iters", "SOLVER.WARMUP_ITERS"), ("gamma", "SOLVER.GAMMA"),
+                  ("milestones", "SOLVER.STEPS"))
+
+
 def make_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR:
-    """The per-epoch :class:`WarmupMultiStepLR` of the SOLVER settings."""
+    """The per-epoch :class:`WarmupMultiStepLR` of the SOLVER settings.
+
+    Raises:
+        UserError: naming the key of the setting the schedule refuses, and its value.
+    """
     s = cfg.SOLVER
     try:
         return WarmupMultiStepLR(optimizer, s.STEPS, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS,
                                  s.WARMUP_METHOD)
     except ValueError as e:
-        raise UserError(f"SOLVER.STEPS/GAMMA/WARMUP_*: {e}; fix these keys.") from None
+        key = next((k for arg, k in _SCHEDULE_KEYS if str(e).startswith(arg)), None)
+        if key is None:
+            raise UserError(f"SOLVER.STEPS/GAMMA/WARMUP_*: {e}; fix these keys.") from None
+        raise UserError(f"Invalid value {_get(cfg, key)!r} for {key}: {e}.") from None
+
+
+def _get(cfg: CfgNode, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node

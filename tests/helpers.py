@@ -117,6 +117,8 @@ def tiny_opts(root: Path, out: Path, epochs: int = 2) -> list[str]:
         "SOLVER.MAX_EPOCHS", str(epochs), "SOLVER.EVAL_PERIOD", "2",
         "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1",
         "SOLVER.STEPS", "[1]", "TEST.CLIPS_PER_BATCH", "8", "OUTPUT_DIR", str(out),
+        # float32 on every CPU (FP_16 "auto" would be bfloat16 on CPUs with native bf16)
+        "SOLVER.CPU_PRECISION", "float32",
     ]
 
 

@@ -94,3 +94,49 @@ def test_rng_state_round_trip_through_a_file(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng_state(load_file(str(tmp_path / "r.pth"))["rng"])   # weights_only load
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.parametrize(("saved", "visible"), [(8, 1), (1, 2), (2, 0)])
+def test_cuda_rng_states_restore_for_the_gpus_there_are(monkeypatch, caplog, saved, visible):
+    """A run trained on 8 GPUs resumes with one visible (and the other way round): the states of
+    the GPUs both have are restored, the others are left alone, and the log says so."""
+    restored = {}
+
+    def set_rng_state(state, device):
+        if not 0 <= device < visible:
+            raise IndexError(f"no GPU {device}")
+        restored[device] = state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all",
+                        lambda states: [set_rng_state(s, i) for i, s in enumerate(states)])
+    state = {**capture_rng_state_cpu(), "cuda": [torch.full((4,), i, dtype=torch.uint8)
+                                                 for i in range(saved)]}
+    with caplog.at_level("INFO", logger="reid.train"):
+        restore_rng_state(state)
+    assert sorted(restored) == list(range(min(saved, visible)))
+    for i, s in restored.items():
+        assert torch.equal(s, state["cuda"][i])
+    assert f"{saved} GPU(s) and this process sees {visible}" in caplog.text
+
+
+def capture_rng_state_cpu() -> dict:
+    """The CPU part of :func:`capture_rng_state` (this machine may have no GPU)."""
+    return {k: v for k, v in capture_rng_state().items() if k != "cuda"}
+
+
+def test_a_folder_given_as_a_checkpoint_is_named_as_a_folder(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        load_file(str(tmp_path), "checkpoint (TEST.WEIGHT)")
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    ck = Checkpointer(str(tmp_path))
+    ck.save("checkpoint_ep1", {"a": torch.zeros(2)})
+    (tmp_path / ".tmp-0123456789abcdef.pth").write_bytes(b"partial")
+    (tmp_path / "notes.tmp").write_text("kept")
+    assert ck.remove_stale_files() == [str(tmp_path / ".tmp-0123456789abcdef.pth")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_ep1.pth",
+                                                          "last_checkpoint", "notes.tmp"]

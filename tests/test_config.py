@@ -130,7 +130,7 @@ def test_value_types_are_checked_and_coerced(tmp_path):
     f = tmp_path / "original_style.yml"
     # the original's configs write DEVICE_ID: ('0') and tuples as strings
     f.write_text("MODEL:\n  DEVICE_ID: ('0')\nINPUT:\n  SIZE_TRAIN: (128, 64)\n"
-                 "SOLVER:\n  BASE_LR: 1\n")
+                 "  SIZE_TEST: (128, 64)\nSOLVER:\n  BASE_LR: 1\n")
     c = load_cfg(str(f), ["MODEL.DEVICE_ID", "1"])
     assert c.MODEL.DEVICE_ID == "1" and c.INPUT.SIZE_TRAIN == [128, 64]
     assert c.SOLVER.BASE_LR == 1.0 and isinstance(c.SOLVER.BASE_LR, float)
@@ -150,7 +150,8 @@ def test_missing_config_file():
 def test_setup_writes_run_folder_and_config_round_trip(tmp_path):
     out = tmp_path / "runs"
     c, run_dir = default_setup(None, ["OUTPUT_DIR", str(out), "SOLVER.MAX_EPOCHS", "3",
-                                      "INPUT.SIZE_TRAIN", "[64, 32]"])
+                                      "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST",
+                                      "[64, 32]"])
     files = {p.name for p in (out).glob("*/*")}
     assert {"config.yaml", "env.txt", "log.txt"} <= files
     env = open(f"{run_dir}/env.txt").read()

@@ -13,7 +13,19 @@ import pytest
 import scipy.io as sio
 
 from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, check_attribute_csv, load_attribute_table
-from data.datasets import DATASET_CLASSES, ILIDSVID, PRID2011, DukeVideo, Mars, Tracklet
+from data.datasets import (
+    DATASET_CLASSES,
+    ILIDSVID,
+    PRID2011,
+    DukeVideo,
+    FolderDataset,
+    Mars,
+    Tracklet,
+    VideoReIDDataset,
+    dataset_class_of_frame,
+    frame_fix,
+)
+from data.transforms import read_image
 from tests.helpers import (
     TINY_DUKE,
     TINY_MARS_QUERY_ROWS,
@@ -54,7 +66,7 @@ def test_mars_tiny_tracklets_relabelling_junk_and_distractors(tmp_path, caplog):
                         for i, (p, c, t, n) in enumerate(TINY_MARS_TEST)
                         if i + 1 not in TINY_MARS_QUERY_ROWS and p != -1]
     assert ds.gallery == expected_gallery
-    img_paths, pid, camid, attrs = ds.train[0][:4]                # SPEC §7's 4-tuple
+    img_paths, pid, camid, attrs = ds.train[0][:4]                # the tracklet 4-tuple
     assert (img_paths, pid, camid, attrs) == (ds.train[0].img_paths, 0, 0, ds.train[0][3])
     assert [t[1] for t in ds.gallery].count(0) == 2
     assert ds.attr_lens == [[5, 6, 2, 2, 2, 2, 2, 2, 2], [9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2]]
@@ -349,3 +361,82 @@ def test_dataset_classes_hold_their_facts():
                                          "gallery": (621, 9330, None)}
     assert DukeVideo.published_statistics["gallery"] == (1110, 2636, None)
     assert ILIDSVID.published_statistics is None and PRID2011.published_statistics is None
+
+
+# ----------------------------------------------------------------------------- hints per class
+def _append_first_row(csv_path: Path) -> None:
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows([*rows, rows[1]])
+
+
+@pytest.mark.parametrize("cls,writer", [(Mars, write_tiny_mars), (DukeVideo, write_tiny_duke)])
+def test_attribute_problems_of_mars_and_duke_name_their_download(tmp_path, cls, writer):
+    root = writer(tmp_path / "ds")
+    _append_first_row(root / cls.attribute_file)
+    with pytest.raises(UserError) as e:
+        cls(str(root), verbose=False)
+    msg = str(e.value)
+    assert "rows sharing a (person_id, camera_id, tracklets_id) key" in msg
+    assert msg.endswith(f"Fix: re-download the attribute annotations ({cls.attribute_file}, "
+                        "from the AITL code release; README, Data preparation).")
+    assert cls.attribute_fixes != FolderDataset.attribute_fixes
+
+
+def test_a_header_less_attribute_csv_names_the_expected_header(tmp_path):
+    header = ["person_id", "camera_id", "tracklets_id", *MARS_SCHEMA.names]
+    p = _write_csv(tmp_path / "a.csv", [1, 2, 3, *([0] * 21)], [[1, 2, 4, *([1] * 21)]])
+    with pytest.raises(UserError) as e:
+        load_attribute_table(str(p), MARS_SCHEMA)
+    assert str(e.value) == (
+        f"Attribute file '{p}' has no header row: its line 1 ('1,2,3,{','.join('0' * 21)}') "
+        "holds values, not column names; expected the header "
+        f"'{','.join(header)}'. Fix: insert that header as line 1 of the file (the columns in "
+        "this order).")
+    table, problems = check_attribute_csv(str(p), MARS_SCHEMA)
+    assert table is None and [(q.lines, q.column) for q in problems] == [((1,), "")]
+    # a header of other names is still a header: its missing columns are listed
+    p = _write_csv(tmp_path / "b.csv", ["id", "cam", "track", *(f"a{i}" for i in range(21))],
+                   [[1, 2, 3, *([0] * 21)]])
+    problems = check_attribute_csv(str(p), MARS_SCHEMA)[1]
+    assert "lacks the column(s) ['person_id'," in problems[0].message
+
+
+def test_frame_fixes_come_from_the_dataset_class_that_holds_the_frame(tmp_path):
+    mars = Mars(str(write_tiny_mars(tmp_path / "mars")), verbose=False)
+    duke = DukeVideo(str(write_tiny_duke(tmp_path / "duke")), verbose=False)
+    for ds, cls in ((mars, Mars), (duke, DukeVideo)):
+        frames = [p for t in ds.train + ds.query + ds.gallery for p in t.img_paths]
+        assert all([c for c in DATASET_CLASSES.values() if c.holds_frame(p)] == [cls]
+                   for p in frames)
+    folder_frame = str(tmp_path / "mine" / "gallery" / "-1" / "2_0003" / "001.png")
+    others = {str(tmp_path / "ilids" / "i-LIDS-VID" / "sequences" / "cam1" / "person001"
+                  / "a.png"): ILIDSVID,
+              str(tmp_path / "prid" / "prid_2011" / "multi_shot" / "cam_b" / "person_0001"
+                  / "0001.png"): PRID2011,
+              folder_frame: FolderDataset}
+    assert {p: dataset_class_of_frame(p) for p in others} == others
+    assert dataset_class_of_frame(str(tmp_path / "x" / "frame.png")) is None
+    assert frame_fix(str(tmp_path / "x" / "frame.png")) == VideoReIDDataset.frame_fix("")
+    # training's message: the archive of MARS (with its split files), Duke's archive (no
+    # split files: its folders are the split), the folder dataset's own frames
+    train, test = mars.train[0].img_paths[0], mars.gallery[0].img_paths[0]
+    duke_frame = duke.train[0].img_paths[0]
+    for path in (train, test, duke_frame, folder_frame):
+        if os.path.exists(path):
+            os.remove(path)
+    fixes = {}
+    for path in (train, test, duke_frame, folder_frame):
+        with pytest.raises(UserError) as e:
+            read_image(path, retries=1)
+        fixes[path] = str(e.value).partition("Fix: ")[2]
+    assert fixes == {
+        train: "restore the file(s) from bbox_train.zip (re-extract it), or remove the tracklet "
+               "from the split files.",
+        test: "restore the file(s) from bbox_test.zip (re-extract it), or remove the tracklet "
+              "from the split files.",
+        duke_frame: "restore the file(s) from DukeMTMC-VideoReID.zip (re-extract it).",
+        folder_frame: "replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or "
+                      "its tracklet folder).",
+    }

@@ -110,7 +110,7 @@ def test_exported_features_are_the_evaluated_ones(trained, tmp_path, capsys):
 def test_onnx_export_with_parity(trained, tmp_path, capsys):
     import onnxruntime
 
-    out = tmp_path / "model.onnx"
+    out = tmp_path / "runs" / "x" / "model.onnx"           # missing folders are created
     assert export_onnx.main(["--config_file", "", *trained.opts, "--out", str(out),
                              "TEST.WEIGHT", trained.weight]) == 0
     printed = capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_onnx_export_with_parity(trained, tmp_path, capsys):
     assert clips.name == "clips" and clips.shape == ["batch", 2, 3, 32, 16]
     names = [o.name for o in session.get_outputs()]
     assert names == (["feat"] if trained.mode == "none" else ["feat", "attr_logits"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
 
 
 @needs_onnx
@@ -211,8 +211,9 @@ def test_export_features_bad_split_and_missing_weights(trained, tmp_path, capsys
     assert not (tmp_path / "x.npz").exists()
 
 
-@pytest.mark.parametrize("tool", ["features", "onnx"])
-def test_an_unwritable_out_fails_before_any_work(tmp_path, capsys, monkeypatch, tool):
+@pytest.mark.parametrize("tool", ["features", "onnx", "search"])
+@pytest.mark.parametrize("where", ["under a file", "a folder", "a name too long"])
+def test_an_unwritable_out_fails_before_any_work(tmp_path, capsys, monkeypatch, tool, where):
     if tool == "onnx" and not HAVE_ONNX:
         pytest.skip("onnx and onnxruntime are not installed")
 
@@ -221,15 +222,65 @@ def test_an_unwritable_out_fails_before_any_work(tmp_path, capsys, monkeypatch, 
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    out = str(blocker / "x.out")
+    out = str({"under a file": blocker / "new" / "x.out", "a folder": tmp_path,
+               "a name too long": tmp_path / "new" / "sub" / ("x" * 300)}[where])
     opts = [*tiny_opts(tmp_path / "data", tmp_path / "runs"), "DATASETS.NAME", "folder",
             "TEST.WEIGHT", str(tmp_path / "model.pth")]          # neither is read
     if tool == "features":
         monkeypatch.setattr(export_features, "export_features", no_work)
         code = export_features.main(["--config_file", "", *opts, "--split", "query",
                                      "--out", out])
-    else:
+    elif tool == "onnx":
         monkeypatch.setattr(export_onnx, "load_trained_model", no_work)
         code = export_onnx.main(["--config_file", "", *opts, "--out", out])
+    else:
+        monkeypatch.setattr(search, "load_features", no_work)
+        code = search.main(["--query", "q.npz", "--gallery", "g.npz", "--out", out])
     assert code == 2
-    assert capsys.readouterr().err.startswith(f"error: --out '{out}' cannot be written")
+    assert capsys.readouterr().err.startswith(f"error: --out '{out}' cannot be written (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]   # no folder left made
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("trained", ["none"], indirect=True)
+def test_every_tool_creates_the_missing_folders_of_out(trained, tmp_path, capsys):
+    """``--out runs/x/...`` works in export_features and search (export_onnx: the parity
+    test), the folders made before any work."""
+    q = tmp_path / "runs" / "x" / "q.npz"
+    assert export(trained, "query", q, capsys)["features"].shape[0] > 0
+    ranks = tmp_path / "runs" / "y" / "z" / "ranks.csv"
+    assert search.main(["--query", str(q), "--gallery", str(q), "--topk", "1",
+                        "--out", str(ranks)]) == 0
+    assert ranks.read_text().startswith("query,rank,gallery,distance,same_id")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["x", "y"]
+
+
+def test_search_says_how_many_it_wrote_when_the_gallery_is_short(tmp_path, capsys):
+    """--topk 99 against 20 gallery tracklets, all on other cameras: the top-20 is written,
+    and said so; with the camera rule leaving one query 19, the range is said."""
+    def npz(path, pids, camids):
+        n = len(pids)
+        np.savez(path, features=np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32),
+                 pids=np.array(pids), camids=np.array(camids),
+                 tracklets=np.array([f"t{i}" for i in range(n)]),
+                 meta=np.array(json.dumps({"metric": "cosine", "feat_norm": True,
+                                           "re_rank": False})))
+        return str(path)
+
+    q = npz(tmp_path / "q.npz", [0, 1], [0, 0])
+    g = npz(tmp_path / "g.npz", list(range(20)), [1] * 20)
+    out = tmp_path / "r.csv"
+    assert search.main(["--query", q, "--gallery", g, "--topk", "99", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (f"wrote the top-20 of every query (all 20 gallery tracklets: fewer than --topk 99) "
+            f"to {out}") in printed
+    assert "top-99" not in printed
+    assert len(out.read_text().splitlines()) == 1 + 2 * 20
+    g = npz(tmp_path / "g2.npz", list(range(20)), [0] + [1] * 19)   # pid 0 on the query's camera
+    assert search.main(["--query", q, "--gallery", g, "--topk", "99", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote the top-19 to top-20 of the queries" in printed
+    assert "seen by the query's camera is no retrieval" in printed
+    assert len(out.read_text().splitlines()) == 1 + 19 + 20
+    assert search.main(["--query", q, "--gallery", g, "--topk", "5", "--out", str(out)]) == 0
+    assert f"wrote the top-5 of every query to {out}" in capsys.readouterr().out

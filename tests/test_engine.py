@@ -33,7 +33,7 @@ def test_train_then_evaluate_end_to_end(tiny_mars, tmp_path):
     for e in metrics["epochs"]:
         assert np.isfinite(e["total"]) and e["loss_id"] > 0 and e["loss_aitl_related"] >= 0
     log = (run / "log.txt").read_text()
-    assert "loss_triplet=" in log and "FP_16 is on but the device is cpu" in log
+    assert "loss_triplet=" in log and "Precision: float32 (SOLVER.FP_16 on a CPU" in log
     ck = load_file(str(run / "checkpoint_ep2.pth"))
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_r1", "rng"} <= set(ck)
     assert ck["epoch"] == 2
@@ -44,19 +44,34 @@ def test_resume_gives_the_same_weights(tiny_mars, tmp_path):
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, full, 2)]) == 0
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 1)]) == 0
     (first,) = run_dirs(part)
+    (first / ".tmp-00000000deadbeef.pth").write_bytes(b"a killed checkpoint write")
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
                                "--resume", str(first / "checkpoint_ep1.pth")]) == 0
-    resumed = run_dirs(part)[-1]
-    assert resumed != first
+    (resumed,) = run_dirs(part)          # continued in the run folder of the checkpoint
+    assert resumed == first
+    assert not list(first.glob(".tmp-*"))
+    log = (first / "log.txt").read_text()
+    assert log.count("Command: ") == 2 and "Resuming in run folder" in log
+    assert "config.yaml rewritten with the changed config" in log   # MAX_EPOCHS 1 -> 2
+    before, after = log.split("Resuming in run folder")
+    assert "Epoch 1 done" in before and "'SOLVER.MAX_EPOCHS', '1'" in before   # kept
+    assert "'SOLVER.MAX_EPOCHS', '2'" in after and "Epoch 2 done" in after
+    assert "MAX_EPOCHS: 2" in (first / "config.yaml").read_text()
+    epochs = json.loads((first / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert {"checkpoint_ep1.pth", "checkpoint_ep2.pth"} <= {p.name for p in first.iterdir()}
     a = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))["model"]
     b = load_file(str(resumed / "checkpoint_ep2.pth"))["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    # --resume without a path takes the newest run's last_checkpoint
+    # --resume without a path takes the newest run's last_checkpoint; --new-folder asks for
+    # a new run folder
     assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 3),
-                               "--resume"]) == 0
-    assert load_file(str(run_dirs(part)[-1] / "checkpoint_ep3.pth"))["epoch"] == 3
+                               "--resume", "--new-folder"]) == 0
+    first_again, new = run_dirs(part)
+    assert first_again == first and load_file(str(new / "checkpoint_ep3.pth"))["epoch"] == 3
+    assert not (first / "checkpoint_ep3.pth").exists()
 
 
 def test_evaluation_only_from_checkpoints(tiny_mars, tmp_path):
@@ -93,11 +108,12 @@ def test_sync_bn_conversion_counts_every_batchnorm():
     assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
 
 
-def torchrun(*args: str, port: int) -> subprocess.CompletedProcess:
+def torchrun(*args: str, port: int, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(port), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_torchrun_sampler_split(tiny_mars, tmp_path):
@@ -158,3 +174,16 @@ def test_demo_config_writes_its_dataset_and_trains(tmp_path):
     (run,) = run_dirs(out)
     metrics = json.loads((run / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["evaluations"]] == [0, 1]      # before and after
+
+
+@pytest.mark.parametrize(("mode", "port"), [("centres", 29531), ("stop", 29532),
+                                            ("evalfail", 29533), ("nonfinite", 29534)])
+def test_torchrun_processes_agree(tiny_mars, tmp_path, mode, port):
+    """2 gloo processes: the centre-loss centres stay equal across ranks (their gradients are
+    averaged like the model's), and a stop, a failed evaluation or a NaN loss of one process
+    stops both (a process that stopped alone would leave the other blocked in a collective:
+    the timeout would catch it)."""
+    r = torchrun(str(ROOT / "tests" / "ddp_trainer_check.py"), str(tiny_mars), str(tmp_path),
+                 mode, port=port, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"ddp-trainer-check: {mode} ok" in r.stdout

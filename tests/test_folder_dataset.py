@@ -15,6 +15,7 @@ from data.attributes import MARS_SCHEMA, read_attribute_schema, write_attribute_
 from data.datasets import DATASET_CLASSES, FolderDataset, Tracklet
 from data.datasets.folder import split_tracklets
 from data.synthetic import MARKER_NAME, write_synthetic_dataset
+from data.transforms import read_image
 from data.verification import verify_dataset
 from tests.helpers import run_dirs, tiny_opts, write_frame
 from tools import synthetic as synthetic_tool
@@ -177,6 +178,55 @@ def test_class_index_outside_its_range(tiny):
     rewrite_csv(tiny, lambda rows: [rows[0], [*rows[1][:6], "4"], *rows[2:]])
     msg = parse_error(tiny)
     assert "attributes.csv', line 2, column 'top color': value 4 is outside the 4 classes" in msg
+    assert msg.endswith("Fix: write class indices from 0 to the class count of the attribute "
+                        "in attributes.yml minus 1, or correct that count in attributes.yml.")
+
+
+# The hints of a folder dataset name its own files, never the MARS/Duke downloads.
+def test_a_duplicated_row_is_fixed_in_attributes_csv(tiny, capsys):
+    rewrite_csv(tiny, lambda rows: [*rows, rows[1]])
+    msg = parse_error(tiny)
+    assert "attributes.csv' has 2 rows sharing a (pid, camid, tracklet) key: (12, 1, '1_a') on " \
+           "lines [2, 10]" in msg
+    assert msg.endswith("Fix: keep one line per tracklet in attributes.csv: delete or correct "
+                        "the repeated lines.")
+    assert "re-download" not in msg
+    code, out = verify_cli(capsys, tiny)
+    assert code == 1 and "fix: keep one line per tracklet in attributes.csv" in out
+    assert "re-download" not in out
+
+
+def test_a_header_less_attributes_csv_is_named(tiny, capsys):
+    rewrite_csv(tiny, lambda rows: rows[1:])
+    msg = parse_error(tiny)
+    header = "pid,camid,tracklet,pose,occlusion,gender,top color"
+    assert msg == (f"Attribute file '{tiny / 'attributes.csv'}' has no header row: its line 1 "
+                   f"('12,1,1_a,{','.join(map(str, attrs_of(12, 1, '1_a')))}') holds values, "
+                   f"not column names; expected the header '{header}'. Fix: insert that header "
+                   "as line 1 of the file (the columns in this order).")
+    code, out = verify_cli(capsys, tiny)
+    assert code == 1 and "has no header row" in out and f"expected the header '{header}'" in out
+    assert "lacks the column" not in out and "re-download" not in out
+
+
+def test_a_csv_lacking_some_columns_names_the_folder_fix(tiny):
+    rewrite_csv(tiny, lambda rows: [r[:-1] for r in rows])
+    msg = parse_error(tiny)
+    assert "attributes.csv' lacks the column(s) ['top color']" in msg and "no header" not in msg
+    assert "Fix: write attributes.csv as a header line pid,camid,tracklet followed by the " \
+           "attribute names of attributes.yml" in msg
+
+
+def test_a_corrupt_frame_in_training_names_the_folder_fix(tiny):
+    bad = tiny / "train" / "12" / "1_a" / "002.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(UserError) as e:
+        read_image(str(bad), retries=1)
+    msg = str(e.value)
+    assert msg.startswith(f"Cannot read image '{bad}' after 1 attempt(s): ")
+    assert msg.endswith("Fix: replace the frame by a readable .jpg/.jpeg/.png image, or delete "
+                        "it (or its tracklet folder).")
+    assert "split files" not in msg and "archive" not in msg
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -229,6 +279,13 @@ def test_verify_names_every_problem_of_a_folder(capsys, tiny):
     assert f"cannot be decoded (UnidentifiedImageError: cannot identify image file '{bad}')" in out
     assert "replace the frame by a readable .jpg/.jpeg/.png image, or delete it" in out
     assert "FAILED: 4 problem(s) (attributes 3, images 1)" in out
+
+
+def test_verify_of_a_missing_folder_points_to_your_own_data(capsys, tmp_path):
+    code, out = verify_cli(capsys, tmp_path / "absent")
+    assert code == 1 and "the dataset folder does not exist" in out
+    assert "fix: set DATASETS.ROOT_DIR to the folder that holds the dataset (README, Your own " \
+           "data)" in out
 
 
 def test_verify_reports_a_folder_name_and_the_attribute_files(capsys, tiny):

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 MARS_ATTR_LENS = Mars.attribute_schema.attr_lens
 
 
+SIZES = ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]
+
 def meta_model(**kw) -> VideoBaseline:
     with torch.device("meta"):
         return VideoBaseline(625, **kw)
@@ -95,16 +97,15 @@ def test_the_folder_dataset_needs_num_classes_and_reads_its_schema(tmp_path, cap
                                    frames=2, size=(32, 16))
     assert dataset_facts("folder", str(root), 7) == (7, MARS_ATTR_LENS)
     assert model_info.main(["DATASETS.NAME", "folder", "DATASETS.ROOT_DIR", str(root),
-                            "MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[64, 32]"]) == 2
+                            "MODEL.NAME", "resnet18", *SIZES]) == 2
     assert "--num-classes" in capsys.readouterr().err
     assert model_info.main(["--num-classes", "7", "DATASETS.NAME", "folder", "DATASETS.ROOT_DIR",
-                            str(root), "MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN",
-                            "[64, 32]"]) == 0
+                            str(root), "MODEL.NAME", "resnet18", *SIZES]) == 0
     assert "7 identities" in capsys.readouterr().out
 
 
 def test_command_line_prints_the_models_counts(capsys):
-    opts = ["MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[64, 32]", "DATASETS.NAME", "duke"]
+    opts = ["MODEL.NAME", "resnet18", *SIZES, "DATASETS.NAME", "duke"]
     assert model_info.main(opts) == 0
     out = capsys.readouterr().out
     cfg = load_cfg(None, opts)

@@ -62,23 +62,38 @@ def _patch_loss(monkeypatch, wrapper, n):
                         lambda *a, **k: wrapper(real(*a, **k), n))
 
 
-def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tiny_mars, tmp_path, monkeypatch):
+# float16: the GPU's path (autocast + grad scaler, its scale doubling after every step so that
+# a lost scaler state shows); bfloat16: autocast without a scaler
+PRECISIONS = {"float32": [], "bfloat16": [],
+              "float16": ["SOLVER.GRAD_SCALER_INIT_SCALE", "256",
+                          "SOLVER.GRAD_SCALER_GROWTH_INTERVAL", "1"]}
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tiny_mars, tmp_path, monkeypatch,
+                                                             precision):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, full, 2)]) == 0
+    opts = ["SOLVER.FP_16", "True", "SOLVER.CPU_PRECISION", precision, *PRECISIONS[precision]]
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, full, 2), *opts]) == 0
     n = iterations_per_epoch(tiny_mars, full)
     assert n >= 3
     _patch_loss(monkeypatch, _SignalAfter, n + 2)      # the second iteration of epoch 2
-    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2)]) == 143
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
+                               *opts]) == 143
     monkeypatch.undo()
     (first,) = run_dirs(part)
     state = load_file(str(first / "interrupted.pth"))
     assert (first / "last_checkpoint").read_text().strip() == "interrupted.pth"
     assert state["epoch"] == 1 and state["iteration"] == 2
     assert (first / "curves.png").is_file()            # an interrupted run still draws them
-    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2),
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, part, 2), *opts,
                                "--resume", str(first / "interrupted.pth")]) == 0
-    a = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))["model"]
-    b = load_file(str(run_dirs(part)[-1] / "checkpoint_ep2.pth"))["model"]
+    ref = load_file(str(run_dirs(full)[0] / "checkpoint_ep2.pth"))
+    got = load_file(str(run_dirs(part)[-1] / "checkpoint_ep2.pth"))
+    assert got["scaler"] == ref["scaler"]
+    if precision == "float16":
+        assert state["scaler"]["scale"] == 256 * 2 ** (n + 2)   # n + 2 steps, none skipped
+    a, b = ref["model"], got["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     # the interrupted epoch's record covers all its iterations, as in the uninterrupted run

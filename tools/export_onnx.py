@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Export the eval-mode network to ONNX (input clips (B, T, 3, H, W), dynamic B; outputs "
         "feat and attr_logits) and check it with onnxruntime.", DEFAULT_CONFIG)
     parser.prog = "python -m tools.export_onnx"
-    parser.add_argument("--out", required=True, metavar="model.onnx", help="the file to write")
+    parser.add_argument("--out", required=True, metavar="model.onnx",
+                        help="the file to write (missing folders are created)")
     return parser
 
 

@@ -29,11 +29,13 @@ import torch
 from data.datasets.base import sorted_entries
 from engine.evaluator import query_gallery_distances
 from tools.visualize import top_k
+from utils.checkpoint import check_writable_file
 from utils.errors import UserError, run_cli
 from utils.metrics import evaluate_rank, format_results_table
 from utils.pictures import draw_ranked_list
 
-__all__ = ["REQUIRED_FIELDS", "build_parser", "load_features", "main", "search"]
+__all__ = ["REQUIRED_FIELDS", "build_parser", "load_features", "main", "search",
+           "written_summary"]
 
 REQUIRED_FIELDS = ("features", "tracklets", "meta")
 # The meta entries that decide the distance; query and gallery files must agree on them.
@@ -155,8 +157,9 @@ def search(query_path: str, gallery_path: str, topk: int, out: str,
 
     Args:
         query_path, gallery_path: the two feature files.
-        topk: retrievals per query in the CSV and the pictures.
-        out: the CSV to write.
+        topk: retrievals per query in the CSV and the pictures (fewer for a query with fewer
+            gallery tracklets that count as retrievals).
+        out: the CSV to write (its missing parent folders are created).
         pictures: the folder of the ranked-list pictures (None: none drawn).
         num_pictures: how many queries (the first ones) are drawn.
 
@@ -168,8 +171,44 @@ def search(query_path: str, gallery_path: str, topk: int, out: str,
         UserError: a bad file (see :func:`load_features`), files of different feature sizes or
             distance settings, an unwritable ``out``.
     """
+    return _search(query_path, gallery_path, topk, out, pictures, num_pictures)[0]
+
+
+def written_summary(ranked: list[np.ndarray], topk: int, num_gallery: int,
+                    camera_rule: bool) -> str:
+    """What the CSV holds, in words: "the top-5 of every query", or the top-k actually written
+    when fewer gallery tracklets than ``topk`` count for a query.
+
+    Args:
+        ranked: the gallery indices written for each query.
+        topk: the ``--topk`` asked for.
+        num_gallery: the number of gallery tracklets.
+        camera_rule: whether the protocol's camera rule applied (both files have pids, camids).
+
+    Example:
+        >>> written_summary([np.arange(20)] * 3, 99, 20, False)
+        'the top-20 of every query (all 20 gallery tracklets: fewer than --topk 99)'
+    """
+    counts = [len(r) for r in ranked] or [0]
+    low, high = min(counts), max(counts)
+    if low == high == topk:
+        return f"the top-{topk} of every query"
+    rule = ("; a gallery tracklet of the query's pid seen by the query's camera is no retrieval"
+            if camera_rule and low < num_gallery else "")
+    if low == high:
+        every = (f"all {num_gallery} gallery tracklets" if high == num_gallery else
+                 f"the {high} of the {num_gallery} gallery tracklets that count for each query")
+        return f"the top-{high} of every query ({every}: fewer than --topk {topk}{rule})"
+    return (f"the top-{low} to top-{high} of the queries (every gallery tracklet that counts for "
+            f"the query, at most --topk {topk}{rule})")
+
+
+def _search(query_path: str, gallery_path: str, topk: int, out: str, pictures: str | None,
+            num_pictures: int) -> tuple[dict | None, str]:
+    """:func:`search`, and the :func:`written_summary` of the CSV."""
     if topk < 1:
         raise UserError(f"--topk must be >= 1; got {topk}.")
+    check_writable_file(out)            # before the work, not after it
     query, gallery = load_features(query_path), load_features(gallery_path)
     _check_pair(query, gallery, (query_path, gallery_path))
     meta = query["meta"]
@@ -180,15 +219,17 @@ def search(query_path: str, gallery_path: str, topk: int, out: str,
     _write_ranks(out, dist, ranked, query, gallery)
     if pictures:
         _draw(pictures, num_pictures, dist, ranked, query, gallery)
-    if not all(k in f for f in (query, gallery) for k in ("pids", "camids")):
-        return None
+    with_ids = all(k in f for f in (query, gallery) for k in ("pids", "camids"))
+    summary = written_summary(ranked, topk, len(gallery["features"]), with_ids)
+    if not with_ids:
+        return None, summary
     try:
         cmc, mAP = evaluate_rank(dist, query["pids"], gallery["pids"], query["camids"],
                                  gallery["camids"])
     except ValueError:            # no query has a match on another camera
-        return None
+        return None, summary
     ranks = {f"R{r}": float(cmc[min(r, len(cmc)) - 1]) for r in (1, 5, 10, 20)}
-    return {**ranks, "mAP": float(mAP), "cmc": cmc}
+    return {**ranks, "mAP": float(mAP), "cmc": cmc}, summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query", required=True, metavar="Q.npz")
     parser.add_argument("--gallery", required=True, metavar="G.npz")
     parser.add_argument("--topk", type=int, default=10, help="retrievals per query (10)")
-    parser.add_argument("--out", required=True, metavar="ranks.csv")
+    parser.add_argument("--out", required=True, metavar="ranks.csv",
+                        help="the CSV to write (missing folders are created)")
     parser.add_argument("--pictures", default=None, metavar="DIR",
                         help="draw the ranked lists of the first queries into DIR")
     parser.add_argument("--num-pictures", type=int, default=4, help="queries drawn (4)")
@@ -212,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns 0, or 2 (message on stderr) for a user error."""
     args = build_parser().parse_args(argv)
-    results = search(args.query, args.gallery, args.topk, args.out, args.pictures,
-                     args.num_pictures)
-    print(f"wrote the top-{args.topk} of every query to {args.out}")
+    results, summary = _search(args.query, args.gallery, args.topk, args.out, args.pictures,
+                               args.num_pictures)
+    print(f"wrote {summary} to {args.out}")
     if args.pictures:
         print(f"drew the ranked lists of the first queries in {args.pictures}")
     if results is not None:

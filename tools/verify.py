@@ -4,8 +4,11 @@ The command reads the config like ``main_baseline.py`` (``--config_file FILE`` a
 overrides), runs :func:`data.verification.verify_dataset` on DATASETS.NAME at
 DATASETS.ROOT_DIR (files, counts, attributes, images; see :mod:`data.verification`) with a
 progress bar on stderr, and prints the report: every problem (file, tracklet, CSV line) with
-its fix. Exits 0 when the folder is clean, 1 when it found a problem and 2 on a usage or
-config error. ``DATASETS.NAME folder`` checks the layout of your own tracklets
+its fix, in the words of the dataset (MARS, Duke: their archives and attribute download; the
+folder dataset: its attributes.csv and tracklet folders). A frame must decode to training's
+8-bit RGB: a PIL mode that training refuses (32-bit float, for one) is named. Exits 0 when
+the folder is clean, 1 when it found a problem and 2 on a usage or config error.
+``DATASETS.NAME folder`` checks the layout of your own tracklets
 (:mod:`data.datasets.folder`): folder names, frames, attributes.yml and attributes.csv.
 
 Example::
@@ -32,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's options: ``--config_file``, ``KEY VALUE`` overrides and the check's."""
     parser = default_argument_parser(
         "Check a dataset folder: every file the parser needs, counts against the published "
-        "statistics, attribute coverage, every image decodable. Exits 0 when clean, 1 when "
-        "it found a problem, 2 on a usage or config error.", DEFAULT_CONFIG)
+        "statistics, attribute coverage, every image decodable to 8-bit RGB. Exits 0 when "
+        "clean, 1 when it found a problem, 2 on a usage or config error.", DEFAULT_CONFIG)
     parser.prog = "python -m tools.verify"
     parser.add_argument("--workers", type=int, default=None,
                         help="processes decoding images (default: the available CPUs)")

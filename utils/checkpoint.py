@@ -3,6 +3,8 @@ RNG-state capture for resume."""
 
 from __future__ import annotations
 
+import ast
+import logging
 import os
 import pickle
 import random
@@ -17,6 +19,7 @@ import torch
 from utils.errors import UserError
 
 LAST_POINTER = "last_checkpoint"
+TEMP_PREFIX = ".tmp-"   # the files atomic_write writes before renaming them
 _BEST_NAME = re.compile(r"rank1_(\d+(?:\.\d+)?)_checkpoint_ep(\d+)\.pth")
 
 
@@ -27,7 +30,7 @@ def _create_temp(folder: str, suffix: str = "") -> tuple[int, str]:
     the renamed file then matches the rest of the run folder.
     """
     while True:
-        path = os.path.join(folder, f".tmp-{secrets.token_hex(8)}{suffix}")
+        path = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{suffix}")
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
         except FileExistsError:
@@ -65,19 +68,44 @@ def atomic_write_text(text: str, path: str) -> None:
 
 
 def check_writable_file(path: str, option: str = "--out") -> None:
-    """Raise a UserError naming ``path`` when a file cannot be written there.
+    """Create the missing parent folders of ``path``, then raise a UserError naming ``path``
+    when a file cannot be written there.
 
-    For commands to call before any work; an existing file is left as it is.
+    For commands to call before any work (``--out runs/x/feat.npz`` creates ``runs/x/``); an
+    existing file is left as it is, and folders created for a path that cannot be written are
+    removed again.
 
     Args:
         path: the output file.
         option: how the message names it (the command-line option).
+
+    Raises:
+        UserError: a parent is a file, a folder cannot be created, ``path`` is a folder or
+            cannot be written; the message names the path and the reason.
     """
     existed = os.path.exists(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    missing = []                      # the folders to create, innermost first
+    while folder and not os.path.lexists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     try:
+        for created in reversed(missing):
+            try:
+                os.mkdir(created)
+            except FileExistsError:   # made meanwhile by another process
+                if not os.path.isdir(created):
+                    raise
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, "it is a folder")
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as e:
+        for created in missing:       # innermost first; only the ones made here, still empty
+            try:
+                os.rmdir(created)
+            except OSError:
+                pass
         reason = e.strerror or type(e).__name__
         raise UserError(f"{option} '{path}' cannot be written ({reason}): give a file in a "
                         "folder you can write.") from None
@@ -103,6 +131,10 @@ def load_file(path: str, what: str = "checkpoint") -> Any:
             objects that a safe load refuses (the message names the file and never advises an
             unsafe load).
     """
+    if os.path.isdir(path):
+        raise UserError(f"The {what} '{path}' is a folder, not a file: give a checkpoint file "
+                        "in it, e.g. '<run folder>/checkpoint_ep<e>.pth' or a "
+                        "'rank1_*_checkpoint_ep<e>.pth'.")
     if not os.path.isfile(path):
         raise UserError(f"{what[0].upper()}{what[1:]} not found: '{path}'. Check the path.")
     with open(path, "rb") as f:
@@ -137,16 +169,25 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    """Restore the states captured by :func:`capture_rng_state`."""
-    import ast
+    """Restore the states captured by :func:`capture_rng_state`.
 
+    CUDA generators are restored for the GPUs that both the checkpoint and this process have
+    (a run trained on 8 GPUs resumes on 1, and one trained on a CPU on a GPU machine); the
+    others keep their seeds, said in the log.
+    """
     random.setstate(_to_tuple(ast.literal_eval(state["python"])))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda", []))
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index in range(min(len(saved), here)):
+        torch.cuda.set_rng_state(saved[index], index)
+    if saved and len(saved) != here:
+        logging.getLogger("reid.train").info(
+            "The checkpoint holds the CUDA random states of %d GPU(s) and this process sees %d: "
+            "%d restored, the rest keep their seeds.", len(saved), here, min(len(saved), here))
 
 
 def _to_tuple(x):
@@ -190,6 +231,18 @@ class Checkpointer:
 
     def __init__(self, save_dir: str):
         self.save_dir = save_dir
+
+    def remove_stale_files(self) -> list[str]:
+        """Delete the partial ``.tmp-*`` files that a killed checkpoint write left in the run
+        folder (a finished write renames its file, so none belongs to a live write of this
+        run: one process writes a run's checkpoints). Returns the removed paths."""
+        removed = []
+        for name in sorted(os.listdir(self.save_dir)):
+            path = os.path.join(self.save_dir, name)
+            if name.startswith(TEMP_PREFIX) and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+        return removed
 
     def save(self, name: str, state: dict) -> str:
         """Write ``state`` to ``<save_dir>/<name>.pth`` atomically and point ``last_checkpoint``

@@ -30,6 +30,25 @@ def synchronize() -> None:
         dist.barrier()
 
 
+def max_across_ranks(value: int, device: torch.device) -> int:
+    """The largest of every process's ``value`` (``value`` itself in one-process runs).
+
+    A collective: every process must call it at the same point. The trainer uses it so that a
+    stop, an error or a signal seen by one process stops all of them together instead of
+    leaving the others blocked in the next collective.
+
+    Args:
+        value: this process's integer (e.g. 0 = carry on, a signal number, an error code).
+        device: this process's device (NCCL reduces CUDA tensors, gloo CPU ones).
+    """
+    if get_world_size() == 1:
+        return int(value)
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([int(value)], dtype=torch.int64, device=on)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def init_distributed(device_type: str) -> bool:
     """Initialise the default process group when started by torchrun (WORLD_SIZE > 1).
 

@@ -13,4 +13,21 @@ DATASET_CLASSES = {"mars": Mars, "duke": DukeVideo, "ilidsvid": ILIDSVID, "prid"
                    "folder": FolderDataset}
 
 __all__ = ["DATASET_CLASSES", "DukeVideo", "FolderDataset", "ILIDSVID", "Mars", "PRID2011",
-           "Tracklet", "VideoReIDDataset"]
+           "Tracklet", "VideoReIDDataset", "dataset_class_of_frame", "frame_fix"]
+
+
+def dataset_class_of_frame(path: str) -> type[VideoReIDDataset] | None:
+    """The dataset class whose layout holds the frame ``path`` (its ``holds_frame``; the
+    layouts exclude one another), or None for a path of no known layout."""
+    return next((cls for cls in DATASET_CLASSES.values() if cls.holds_frame(path)), None)
+
+
+def frame_fix(path: str) -> str:
+    """What to do about the missing or unreadable frame ``path``: the ``frame_fix`` of the
+    dataset class whose layout holds it (MARS, Duke, ...: restore it from their archive; the
+    folder dataset: replace or delete it), else a fix that holds for any dataset.
+
+    Training reads frames by path alone (:func:`data.transforms.read_image`); the layout names
+    the dataset.
+    """
+    return (dataset_class_of_frame(path) or VideoReIDDataset).frame_fix(path)

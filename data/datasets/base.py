@@ -1,10 +1,11 @@
 """Common part of the video re-ID datasets: file checks, tracklets, attributes, statistics.
 
 A tracklet is a :class:`Tracklet`, the tuple ``(img_paths, pid, camid, attributes, key)``
-whose first four fields are SPEC §7's ``(img_paths: tuple[str, ...], pid: int, camid: int,
-attributes: tuple[int, ...])``. Each dataset class holds its facts as class attributes
-(:class:`VideoReIDDataset`): attribute schema and file, published statistics, training
-identities of the standard split.
+whose first four fields are the tracklet every consumer reads, ``(img_paths: tuple[str, ...],
+pid: int, camid: int, attributes: tuple[int, ...])``. Each dataset class holds its facts as
+class attributes (:class:`VideoReIDDataset`): attribute schema and file, published statistics,
+training identities of the standard split, and the fixes that messages give for its files
+(where its images and attribute annotations come from).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import os
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
-from data.attributes import AttributeSchema, load_attribute_table
+from data.attributes import AttributeFixes, AttributeSchema, load_attribute_table
 from utils.errors import UserError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "SPLIT_FOLDERS",
     "AttributeLookup",
     "Tracklet",
     "TrackletKey",
@@ -26,6 +28,7 @@ __all__ = [
     "check_required_paths",
     "find_missing_files",
     "make_tracklets",
+    "path_parts",
     "relabel_pids",
     "sorted_entries",
     "two_camera_split",
@@ -34,6 +37,7 @@ __all__ = [
 logger = logging.getLogger("reid.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+SPLIT_FOLDERS = ("train", "query", "gallery")      # the split folders of Duke and folder datasets
 
 # (person id as in the files, 1-based camera, tracklet number): see Tracklet.key
 TrackletKey = tuple[int, int, int]
@@ -42,8 +46,8 @@ TrackletKey = tuple[int, int, int]
 class Tracklet(NamedTuple):
     """One tracklet of a parsed dataset.
 
-    A tuple: ``img_paths, pid, camid, attributes = t[:4]`` and ``t[0]``..``t[3]`` are SPEC §7's
-    tracklet; ``key`` comes fifth.
+    A tuple: ``img_paths, pid, camid, attributes = t[:4]`` and ``t[0]``..``t[3]`` are the
+    tracklet every consumer reads; ``key`` comes fifth.
 
     Attributes:
         img_paths: the frame paths (MARS: in name-list order; otherwise sorted by name).
@@ -170,6 +174,11 @@ def _person_number(folder: str) -> int:
     return int(digits)
 
 
+def path_parts(path: str) -> list[str]:
+    """The components of a normalised path (for the layouts' :meth:`holds_frame`)."""
+    return os.path.normpath(path).split(os.sep)
+
+
 def two_camera_split(cams: Sequence[str], train_persons: Sequence[str],
                      test_persons: Sequence[str]) -> tuple[list[Tracklet], ...]:
     """Train / query / gallery of a two-camera dataset of ``<cam>/<person>/`` image folders.
@@ -217,6 +226,11 @@ class VideoReIDDataset:
             published (None where a number is not published in these terms), or None.
         standard_train_pids: training identities of the standard split (the classifier's
             width), or None.
+        attribute_fixes: the :class:`data.attributes.AttributeFixes` of the attribute CSV's
+            problems (MARS, Duke: re-download it; the folder dataset: edit it).
+        readme_section: the README section that describes the dataset's layout.
+        Methods :meth:`frame_fix` (what to do about a missing or unreadable frame) and
+        :meth:`holds_frame` (whether a path lies in the dataset's layout).
 
     Attributes:
         train: training tracklets, pids relabelled 0..num_train_pids-1.
@@ -233,6 +247,20 @@ class VideoReIDDataset:
     attribute_file: ClassVar[str | None] = None
     published_statistics: ClassVar[dict[str, tuple[int, int, int | None]] | None] = None
     standard_train_pids: ClassVar[int | None] = None
+    attribute_fixes: ClassVar[AttributeFixes] = AttributeFixes()
+    readme_section: ClassVar[str] = "Data preparation"
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """What to do about the missing or unreadable frame ``path`` (a message's "Fix:")."""
+        return ("restore the file (re-extract it from the dataset's archive), or replace it by "
+                "a readable image")
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """Whether ``path`` is a frame path of this dataset's layout (the layouts of the
+        dataset classes exclude one another: at most one class holds a path)."""
+        return False
 
     @classmethod
     def schema_for(cls, root: str) -> AttributeSchema | None:
@@ -277,11 +305,13 @@ class AttributeLookup:
     Args:
         csv_path: the attribute CSV.
         schema: the dataset's attribute schema.
+        fixes: the fixes of the CSV's problems (the dataset class's ``attribute_fixes``).
     """
 
-    def __init__(self, csv_path: str, schema: AttributeSchema) -> None:
+    def __init__(self, csv_path: str, schema: AttributeSchema,
+                 fixes: AttributeFixes | None = None) -> None:
         self.csv_path = csv_path
-        self.table = load_attribute_table(csv_path, schema)
+        self.table = load_attribute_table(csv_path, schema, fixes)
         self.unknown = (-1,) * len(schema.names)
 
     def rows(self, keys: Sequence[tuple[int, int, int]], first_paths: Sequence[str],

@@ -3,7 +3,7 @@
 Reference: Y. Wu et al., "Exploit the Unknown Gradually: One-Shot Video-Based Person
 Re-Identification by Stepwise Learning", CVPR 2018.
 
-Layout (SPEC §2)::
+Layout::
 
     root/train/<pid>/<tracklet>/PPPP_Cc_Ffff_X....jpg     (camera digit at index 6, 1-based)
     root/query/<pid>/<tracklet>/...
@@ -20,13 +20,15 @@ import os
 
 import numpy as np
 
-from data.attributes import DUKE_SCHEMA
+from data.attributes import DUKE_SCHEMA, AttributeFixes
 from data.datasets.base import (
+    SPLIT_FOLDERS,
     AttributeLookup,
     TrackletKey,
     VideoReIDDataset,
     check_required_paths,
     make_tracklets,
+    path_parts,
     sorted_entries,
 )
 from utils.errors import UserError
@@ -131,16 +133,30 @@ class DukeVideo(VideoReIDDataset):
     published_statistics = {"train": (702, 2196, None), "query": (702, 702, None),
                             "gallery": (1110, 2636, None)}
     standard_train_pids = published_statistics["train"][0]
+    attribute_fixes = AttributeFixes.download(attribute_file)
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """Restore the frame from DukeMTMC-VideoReID.zip (the folders are the split)."""
+        return "restore the file(s) from DukeMTMC-VideoReID.zip (re-extract it)"
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """``.../<train|query|gallery>/<pid>/<tracklet>/<frame>``, pid and tracklet numbers."""
+        parts = path_parts(path)
+        return (len(parts) >= 4 and parts[-4] in SPLIT_FOLDERS and parts[-3].isdigit()
+                and parts[-2].isdigit())
 
     def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
         csv_path = os.path.join(root, self.attribute_file)
-        required = [(os.path.join(root, s), "dir") for s in ("train", "query", "gallery")]
+        required = [(os.path.join(root, s), "dir") for s in SPLIT_FOLDERS]
         if attributes:
             required.append((csv_path, "file"))
         check_required_paths("DukeMTMC-VideoReID", required, _WHERE)
-        lookup = AttributeLookup(csv_path, self.attribute_schema) if attributes else None
+        lookup = (AttributeLookup(csv_path, self.attribute_schema, self.attribute_fixes)
+                  if attributes else None)
         train, query, gallery = (make_tracklets(split, *_duke_split(root, split), lookup)
-                                 for split in ("train", "query", "gallery"))
+                                 for split in SPLIT_FOLDERS)
         super().__init__(train, query, gallery, self.attribute_schema if attributes else None,
                          verbose)

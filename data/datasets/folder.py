@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from data.attributes import (
+    AttributeFixes,
     AttributeKey,
     AttributeSchema,
     load_attribute_table,
@@ -37,9 +38,11 @@ from data.attributes import (
 )
 from data.datasets.base import (
     IMAGE_EXTENSIONS,
+    SPLIT_FOLDERS,
     Tracklet,
     VideoReIDDataset,
     check_required_paths,
+    path_parts,
     relabel_pids,
     sorted_entries,
 )
@@ -50,7 +53,7 @@ __all__ = ["FolderDataset", "match_attribute_rows", "read_folder_schema", "row_k
 
 logger = logging.getLogger("reid.data")
 
-SPLITS = ("train", "query", "gallery")
+SPLITS = SPLIT_FOLDERS
 _LAYOUT = ("<split>/<pid>/<camid>_<tracklet>/<frames> with integer pid and camid, e.g. "
            "train/0007/2_0001/0001.jpg (README, Your own data)")
 _WHERE = f"arrange the tracklets as {_LAYOUT}, and set DATASETS.ROOT_DIR to the folder."
@@ -63,11 +66,17 @@ def _integer(text: str, signed: bool) -> int | None:
     return int(text) if digits.isdigit() and digits.isascii() else None
 
 
+def _camid_of(name: str) -> int | None:
+    """The camid of a ``<camid>_<tracklet>`` folder name, or None when it is not one."""
+    camid, sep, rest = name.partition("_")
+    value = _integer(camid, signed=False)
+    return value if sep and rest else None
+
+
 def _tracklet_camid(entry: os.DirEntry) -> int:
     """The camid of a ``<camid>_<tracklet>`` folder."""
-    camid, sep, rest = entry.name.partition("_")
-    value = _integer(camid, signed=False)
-    if value is None or not sep or not rest:
+    value = _camid_of(entry.name)
+    if value is None:
         raise UserError(f"Tracklet folder '{entry.path}': the name must be <camid>_<tracklet> "
                         f"with an integer camid, e.g. 1_0003. Fix: rename the folder; the layout "
                         f"is {_LAYOUT}.")
@@ -197,6 +206,33 @@ class FolderDataset(VideoReIDDataset):
     attribute_file = "attributes.csv"
     schema_file = "attributes.yml"
     key_columns = ("pid", "camid", "tracklet")
+    readme_section = "Your own data"
+    attribute_fixes = AttributeFixes(
+        file=("write attributes.csv as a header line pid,camid,tracklet followed by the "
+              "attribute names of attributes.yml in its order, then one line per tracklet "
+              "(README, Your own data)"),
+        cell=("write the tracklet's pid, camid and folder name in the key cells and a class "
+              "index (an integer) in every attribute cell of attributes.csv (README, Your own "
+              "data)"),
+        range=("write class indices from 0 to the class count of the attribute in "
+               "attributes.yml minus 1, or correct that count in attributes.yml"),
+        duplicate=("keep one line per tracklet in attributes.csv: delete or correct the "
+                   "repeated lines"))
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """Replace or delete the frame (the folders are the split)."""
+        return ("replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or its "
+                "tracklet folder)")
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """``.../<train|query|gallery>/<pid>/<camid>_<tracklet>/<frame>``, integer pid and
+        camid."""
+        parts = path_parts(path)
+        return (len(parts) >= 4 and parts[-4] in SPLITS
+                and _integer(parts[-3], signed=True) is not None
+                and _camid_of(parts[-2]) is not None)
 
     @classmethod
     def schema_for(cls, root: str) -> AttributeSchema | None:
@@ -216,7 +252,7 @@ class FolderDataset(VideoReIDDataset):
             junk += dropped
         if schema is not None:
             csv_path = os.path.join(root, self.attribute_file)
-            table = load_attribute_table(csv_path, schema)
+            table = load_attribute_table(csv_path, schema, self.attribute_fixes)
             missing, unmatched = match_attribute_rows([t for s in SPLITS for t in splits[s]],
                                                       table)
             if missing or unmatched:

@@ -21,7 +21,12 @@ import os
 import numpy as np
 import scipy.io as sio
 
-from data.datasets.base import VideoReIDDataset, check_required_paths, two_camera_split
+from data.datasets.base import (
+    VideoReIDDataset,
+    check_required_paths,
+    path_parts,
+    two_camera_split,
+)
 from utils.errors import UserError
 
 __all__ = ["ILIDSVID"]
@@ -41,6 +46,17 @@ class ILIDSVID(VideoReIDDataset):
 
     name = "iLIDS-VID"
     standard_train_pids = 150              # half of the 300 persons of the official splits
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """Restore the frame from i-LIDS-VID.tar."""
+        return "restore the file(s) from i-LIDS-VID.tar (re-extract it)"
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """``.../i-LIDS-VID/sequences/<camera>/<person>/<frame>``."""
+        parts = path_parts(path)
+        return len(parts) >= 5 and (parts[-5], parts[-4]) == ("i-LIDS-VID", "sequences")
 
     def __init__(self, root: str, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))

@@ -3,7 +3,7 @@
 Reference: L. Zheng et al., "MARS: A Video Benchmark for Large-Scale Person
 Re-Identification", ECCV 2016.
 
-Layout (SPEC §2)::
+Layout::
 
     root/bbox_train/<pid4>/<name>   root/bbox_test/<pid4>/<name>
     root/info/train_name.txt  test_name.txt           (one image name per line)
@@ -27,13 +27,14 @@ import os
 import numpy as np
 import scipy.io as sio
 
-from data.attributes import MARS_SCHEMA
+from data.attributes import MARS_SCHEMA, AttributeFixes
 from data.datasets.base import (
     AttributeLookup,
     Tracklet,
     VideoReIDDataset,
     check_required_paths,
     make_tracklets,
+    path_parts,
 )
 from utils.errors import UserError
 
@@ -195,6 +196,22 @@ class Mars(VideoReIDDataset):
     published_statistics = {"train": (625, 8298, 509914), "query": (626, 1980, None),
                             "gallery": (621, 9330, None)}
     standard_train_pids = published_statistics["train"][0]
+    attribute_fixes = AttributeFixes.download(attribute_file)
+    _IMAGE_DIRS = ("bbox_train", "bbox_test")
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """Restore the frame from its archive (bbox_train.zip or bbox_test.zip)."""
+        parts = path_parts(path)
+        archive = next((f"{d}.zip" for d in cls._IMAGE_DIRS if d in parts), "the MARS archives")
+        return (f"restore the file(s) from {archive} (re-extract it), or remove the tracklet "
+                "from the split files")
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """``.../bbox_train/<pid>/<frame>`` or ``.../bbox_test/<pid>/<frame>``."""
+        parts = path_parts(path)
+        return len(parts) >= 3 and parts[-3] in cls._IMAGE_DIRS
 
     def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
@@ -203,13 +220,13 @@ class Mars(VideoReIDDataset):
                  ("train_name.txt", "test_name.txt", "tracks_train_info.mat",
                   "tracks_test_info.mat", "query_IDX.mat")}
         csv_path = os.path.join(root, self.attribute_file)
-        required = [(os.path.join(root, "bbox_train"), "dir"),
-                    (os.path.join(root, "bbox_test"), "dir"),
+        required = [*((os.path.join(root, d), "dir") for d in self._IMAGE_DIRS),
                     *((p, "file") for p in files.values())]
         if attributes:
             required.append((csv_path, "file"))
         check_required_paths("MARS", required, _WHERE)
-        lookup = AttributeLookup(csv_path, self.attribute_schema) if attributes else None
+        lookup = (AttributeLookup(csv_path, self.attribute_schema, self.attribute_fixes)
+                  if attributes else None)
 
         subsets = {}
         for split, key, bbox in (("train", "track_train_info", "bbox_train"),

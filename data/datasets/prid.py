@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import os
 
-from data.datasets.base import VideoReIDDataset, check_required_paths, two_camera_split
+from data.datasets.base import (
+    VideoReIDDataset,
+    check_required_paths,
+    path_parts,
+    two_camera_split,
+)
 from utils.errors import UserError
 
 __all__ = ["PRID2011"]
@@ -38,6 +43,17 @@ class PRID2011(VideoReIDDataset):
 
     name = "PRID-2011"
     standard_train_pids = NUM_PERSONS // 2
+
+    @classmethod
+    def frame_fix(cls, path: str) -> str:
+        """Restore the frame from prid_2011.zip."""
+        return "restore the file(s) from prid_2011.zip (re-extract it)"
+
+    @classmethod
+    def holds_frame(cls, path: str) -> bool:
+        """``.../prid_2011/multi_shot/<camera>/<person>/<frame>``."""
+        parts = path_parts(path)
+        return len(parts) >= 5 and (parts[-5], parts[-4]) == ("prid_2011", "multi_shot")
 
     def __init__(self, root: str, verbose: bool = True) -> None:
         root = os.path.normpath(os.path.expanduser(root))
