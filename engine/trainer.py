@@ -169,6 +169,8 @@ class Trainer:
         self.recorder = RunRecorder(run_dir)
         self._stop_signal: int | None = None
         self._evaluating = False
+        self._saving = False                       # a checkpoint is being written
+        self._second_signal: int | None = None     # a second signal during that write
         self._epoch_meter: _EpochMeter | None = None   # the epoch being trained
         self._resumed_meter: dict | None = None        # an interrupted epoch's partial sums
         self.last_step_skipped: torch.Tensor | None = None   # see _step_optimizers
@@ -252,8 +254,16 @@ class Trainer:
         """Write the full checkpoint ``<run_dir>/<name>.pth`` (rank 0) atomically."""
         if self.checkpointer is None:
             return None
-        path = self.checkpointer.save(name, self.state_dict())
+        self._saving = True
+        try:
+            path = self.checkpointer.save(name, self.state_dict())
+        finally:
+            self._saving = False
         logger.info("Saved checkpoint %s", path)
+        if self._second_signal is not None:
+            raise Interrupted(f"Stopped by a second signal ({self._second_signal}) once the "
+                              f"checkpoint being written was complete ({path}). Continue with "
+                              "--resume.", self._second_signal, checkpoint=False)
         return path
 
     # ------------------------------------------------------------------ evaluation
@@ -295,6 +305,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _handle_signal(self, signum, frame) -> None:  # noqa: ARG002
+        if self._stop_signal is not None and self._saving:
+            # torch.save cannot be interrupted from Python (its C++ zip writer fails, and the
+            # process may hang): the write, a few seconds, finishes first
+            self._second_signal = signum
+            return
         if self._stop_signal is not None:   # second signal: stop now
             raise Interrupted(f"Stopped at once by a second signal ({signum}); no checkpoint "
                               "was written after the last one. Continue with --resume.", signum,

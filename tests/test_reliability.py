@@ -250,3 +250,61 @@ def test_a_second_signal_during_evaluation_stops_without_a_checkpoint(tiny_mars,
     assert "Traceback" not in captured.out + captured.err
     (run,) = run_dirs(out)
     assert not (run / "checkpoint_ep1.pth").exists() and not (run / "interrupted.pth").exists()
+
+
+@pytest.mark.parametrize(("workers", "signum"), [(1, signal.SIGINT), (1, signal.SIGTERM),
+                                                 (0, signal.SIGINT)])
+def test_two_signals_to_the_process_group_stop_at_once_with_one_line(tiny_mars, tmp_path,
+                                                                     workers, signum):
+    """Ctrl-C twice in a terminal (both signals reach the loader workers too): exit 130 (143
+    for SIGTERM), no traceback, the workers shut down quietly."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    opts = [*tiny_opts(tiny_mars, tmp_path / "out", 50), "DATALOADER.NUM_WORKERS", str(workers)]
+    proc = subprocess.Popen([sys.executable, "main_baseline.py", "--config_file", "", *opts],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stdout:       # wait until training runs
+        lines.append(line)
+        if "Epoch[1] Iteration[1/" in line:
+            break
+    os.killpg(proc.pid, signum)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 128 + signum, output[-3000:]
+    assert "Traceback" not in output and "exited unexpectedly" not in output, output[-3000:]
+    assert "Exception ignored" not in output, output[-3000:]
+    assert output.count("second signal") == 2, output[-2000:]   # the warning, then the stop
+
+
+def test_a_second_signal_during_the_checkpoint_write_lets_it_finish(tiny_mars, tmp_path,
+                                                                    monkeypatch, capsys):
+    """torch.save cannot be interrupted safely: the interruption checkpoint is completed, then
+    the run stops (exit 143), without a traceback."""
+    import engine.trainer as trainer_module
+
+    real_save = trainer_module.Checkpointer.save
+
+    def save(self, name, state):
+        signal.raise_signal(signal.SIGTERM)      # arrives while the file is being written
+        return real_save(self, name, state)
+
+    _patch_loss(monkeypatch, _SignalAfter, 2)
+    monkeypatch.setattr(trainer_module.Checkpointer, "save", save)
+    out = tmp_path / "twice"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 2)]) == 143
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "once the checkpoint being written was complete" in captured.out
+    (run,) = run_dirs(out)
+    assert load_file(str(run / "interrupted.pth"))["iteration"] == 2
+    assert not list(run.glob(".tmp-*"))

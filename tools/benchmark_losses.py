@@ -1,6 +1,6 @@
 """Speed of the vectorised triplet + AITL mining against a per-sample loop baseline.
 
-The baseline re-creates the original implementation's style (SPEC §4): every loss call
+The baseline re-creates the original implementation's style: every loss call
 normalises the features and builds its own distance matrix, then loops over the anchors in
 Python, gathering each anchor's positives/negatives by boolean indexing and stacking the
 per-anchor results. Run ``python -m tools.benchmark_losses`` for the table (forward + backward,

@@ -2,9 +2,14 @@
 
 Each setting is measured in a fresh process, ``python -m tools.benchmark_memory --ckpt
 True|False --root DIR [--config_file FILE] [KEY VALUE ...]``, which prints one JSON line: it
-runs one :meth:`engine.Trainer.run_step` on a random batch of the config's shape and reports
-the peak memory over the weights, gradients and optimizer state (GPU: max allocated; CPU: the
-process's peak resident set). :func:`bench_memory` starts both and collects the figures.
+runs :meth:`engine.Trainer.run_step` on a random batch of the config's shape and reports the
+peak memory over the weights, gradients and optimizer state (:func:`step_memory`). On CUDA
+that is the largest allocation of a second step, after a warm-up step (which creates the
+gradients and optimizer state and lets the cuDNN autotuner try its algorithms, whose workspace
+a training run needs once) and ``torch.cuda.reset_peak_memory_stats``. On a CPU it is the
+process's peak resident set (Linux VmHWM), which cannot be reset: the first training step's,
+against the resident set just before it. :func:`bench_memory` starts both and collects the
+figures.
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ import sys
 import torch
 
 from data.attributes import encode_attributes
-from tools.benchmark_pipeline import benchmark_config, build_trainer, dtype_name, sync
+from tools.benchmark_pipeline import (
+    benchmark_config,
+    build_trainer,
+    dtype_name,
+    resolve_device,
+    sync,
+)
 from tools.model_info import dataset_facts
 from utils.errors import run_cli
 
@@ -65,33 +76,58 @@ def random_train_batch(cfg, attr_lens: list[list[int]] | None) -> tuple:
             torch.zeros(b, dtype=torch.long), attrs)
 
 
+CUDA_MEASURE = ("cuda max_memory_allocated of the second training step (after a warm-up step "
+                "and reset_peak_memory_stats), over memory_allocated before it")
+CPU_MEASURE = ("cpu peak resident set (VmHWM) of the benchmark process, whose largest moment is "
+               "its first training step, over the resident set before that step (weights, "
+               "gradients, optimizer state, the interpreter and libraries)")
+
+
+def step_memory(trainer, batch: tuple, device: torch.device) -> dict:
+    """Memory (MB) one training step of ``trainer`` on ``batch`` adds over the weights,
+    gradients and optimizer state: ``peak_mb``, ``baseline_mb``, ``step_mb`` (their
+    difference) and ``peak_measure`` (what was measured: :data:`CUDA_MEASURE` or
+    :data:`CPU_MEASURE`).
+
+    CUDA: a warm-up step (gradients, optimizer state, the cuDNN autotuner's trials and their
+    workspace), then the allocated memory as baseline, ``reset_peak_memory_stats``, and the
+    peak of the measured step. CPU: the gradients and optimizer state are created by a step on
+    zero gradients without a forward, then the resident set is the baseline and the process's
+    peak resident set after one step is the peak (a warm-up step would leave its freed
+    activations in the allocator's cache, inside the baseline).
+    """
+    if device.type == "cuda":
+        trainer.run_step(batch)                       # warm-up: not measured
+        sync(device)
+        base = torch.cuda.memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        trainer.run_step(batch)
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        measure = CUDA_MEASURE
+    else:
+        for p in trainer.model.parameters():
+            p.grad = torch.zeros_like(p)
+        trainer.optimizer.step()
+        base = _current_rss_mb()
+        trainer.run_step(batch)
+        peak = _rss_mb()
+        measure = CPU_MEASURE
+    return {"peak_mb": peak, "baseline_mb": base, "step_mb": peak - base,
+            "peak_measure": measure}
+
+
 def measure_step_memory(config_file: str | None, opts: list[str], grad_ckpt: bool,
                         root: str) -> dict:
-    """Memory of one training step in this process (MB): ``peak_mb``, ``baseline_mb`` (weights,
-    gradients, optimizer state) and ``step_mb`` (their difference), and ``amp_dtype``."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Memory of a training step in this process (:func:`step_memory`) on the benchmark's
+    device (:func:`tools.benchmark_pipeline.resolve_device`), and ``amp_dtype``."""
+    device = resolve_device(opts)
     cfg = benchmark_config(config_file, opts + ["MODEL.GRAD_CHECKPOINT", str(grad_ckpt)], device,
                            root)
     trainer = build_trainer(cfg, device)
     trainer.model.train()
     batch = random_train_batch(cfg, dataset_facts(cfg.DATASETS.NAME)[1])
-    # Create the gradients and the optimizer state first (a step on zero gradients, no
-    # forward), so that the peak is what one training step adds: activations and their
-    # gradients.
-    for p in trainer.model.parameters():
-        p.grad = torch.zeros_like(p)
-    trainer.optimizer.step()
-    sync(device)
-    if device.type == "cuda":
-        base = torch.cuda.memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        base = _current_rss_mb()
-    trainer.run_step(batch)
-    sync(device)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
-    return {"peak_mb": peak, "baseline_mb": base, "step_mb": peak - base,
-            "amp_dtype": dtype_name(trainer.amp_dtype)}
+    return {**step_memory(trainer, batch, device), "amp_dtype": dtype_name(trainer.amp_dtype)}
 
 
 def bench_memory(config_file: str | None, opts: list[str], root: str) -> dict:
@@ -109,8 +145,9 @@ def bench_memory(config_file: str | None, opts: list[str], root: str) -> dict:
         out[f"process_peak_mb_{key}"] = res["peak_mb"]
     out["reduction"] = 1 - out["peak_mb_checkpointed"] / out["peak_mb_plain"]
     out["amp_dtype"] = res["amp_dtype"]
+    out["peak_measure"] = res["peak_measure"]
     out["note"] = ("peak_mb_* = memory a training step adds over weights, gradients and "
-                   "optimizer state (CPU: max RSS; GPU: max allocated)")
+                   "optimizer state (see peak_measure); process_peak_mb_* = the peak itself")
     return out
 
 

@@ -1,4 +1,5 @@
-"""The pipeline benchmarks of ``python -m tools.benchmark``: train step, extraction, data, compute.
+"""The pipeline benchmarks of ``python -m tools.benchmark``: extraction, data, compute, and the
+helpers of the training-step benchmark (:mod:`tools.benchmark_train`).
 
 Each ``bench_*`` function returns one JSON object of the report. The training step timed is the
 real one, :meth:`engine.Trainer.run_step` of a Trainer built as ``main_baseline.py`` builds it;
@@ -8,8 +9,9 @@ width and attribute class counts (:func:`tools.model_info.dataset_facts`) and ra
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
@@ -29,7 +31,9 @@ from tools.model_info import count_flops, dataset_facts
 # Dense clips per MARS test tracklet (T=4) at the 10/30/50/70/90th percentiles of the real
 # split (tracks_test_info.mat: median 8, mean 14.3, up to 200 after the cap).
 MARS_CLIPS_PER_TRACKLET = (3, 5, 8, 16, 33)
-TRAIN_PHASES = ("data_wait", "to_device", "forward", "loss", "backward", "optimizer")
+# The extraction benchmark times at least this many full forwards of the configured chunk
+# (the MARS clip counts are repeated: 8 times for CUDA's 128-clip chunks, once on a CPU).
+MIN_TIMED_CHUNKS = 4
 
 
 def sync(device: torch.device) -> None:
@@ -64,6 +68,32 @@ def benchmark_config(config_file: str | None, opts: list[str], device: torch.dev
             "SOLVER.SEQS_PER_BATCH", str(batch), "DATALOADER.NUM_INSTANCE", "4",
             "DATALOADER.SAMPLER", "softmax_triplet"]
     return load_cfg(config_file or "configs/mars_aitl.yml", base + list(opts))
+
+
+def resolve_device(opts: list[str]) -> torch.device:
+    """The benchmark's device: ``MODEL.DEVICE`` of the ``KEY VALUE`` overrides when they set it,
+    else CUDA when available, else the CPU."""
+    for key, value in zip(opts[::2], opts[1::2]):
+        if key == "MODEL.DEVICE":
+            return torch.device(value)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def with_overrides(cfg: CfgNode, overrides: Mapping[str, object]) -> CfgNode:
+    """A frozen clone of ``cfg`` with each dotted key of ``overrides`` set to its value (the
+    config itself is left as it is). Raises KeyError for a key the config does not have."""
+    c = cfg.clone()
+    c.defrost()
+    for key, value in overrides.items():
+        *path, name = key.split(".")
+        node = c
+        for part in path:
+            node = node[part]
+        if name not in node:
+            raise KeyError(f"{key}: no such config key")
+        node[name] = value
+    c.freeze()
+    return c
 
 
 def write_bench_dataset(root: str, size: tuple[int, int], ids: int = 16, frames: int = 16) -> str:
@@ -133,56 +163,27 @@ def forever(loader: Iterable) -> Iterator:
         yield from loader
 
 
-def bench_train(cfg: CfgNode, device: torch.device, iters: int = 3,
-                speedups: bool = True) -> dict:
-    """Throughput of the real training step (:meth:`engine.Trainer.run_step`) and its split.
-
-    The train loader of the config's dataset feeds the step. Every phase is timed with a
-    device sync on both sides: ``data_wait`` (``next`` on the loader) and the run_step phases
-    of :data:`TRAIN_PHASES`. The first iteration warms up and is not counted. ``speedups``
-    False times the step without them (see :func:`build_trainer`).
-
-    Returns:
-        dict with ``batch`` (SOLVER.SEQS_PER_BATCH), ``iterations`` (timed), ``clips`` (clips
-        of the timed iterations), ``step_s`` (mean seconds per iteration, the sum of
-        ``split_s``), ``clips_per_s`` (clips / timed seconds), ``split_s`` (mean seconds per
-        phase), ``outside_compute_fraction`` (share outside forward + backward), ``amp_dtype``
-        (the autocast dtype run_step used, "float32" without autocast), ``grad_scaler``,
-        ``channels_last``, ``optimizer_kernels`` ("fused", "foreach" or "default") and
-        ``cudnn_benchmark``.
-    """
-    train_loader, _, _, dataset = make_data_loaders(cfg)
-    trainer = build_trainer(cfg, device, train_loader, dataset, speedups)
-    trainer.model.train()
-    batches = forever(train_loader)
-    times: dict[str, float] = {}
-    timer = phase_timer(times, device)
-    clips = 0
-    for i in range(iters + 1):
-        if i == 1:                     # the warm-up iteration is not counted
-            times.clear()
-            clips = 0
-        with timer("data_wait"):
-            batch = next(batches)
-        trainer.run_step(batch, timer)
-        clips += batch[0].shape[0]
-    total = sum(times.values())
-    return {
-        "batch": cfg.SOLVER.SEQS_PER_BATCH, "iterations": iters, "clips": clips,
-        "step_s": total / iters, "clips_per_s": clips / total,
-        "split_s": {k: times[k] / iters for k in TRAIN_PHASES},
-        "outside_compute_fraction": (total - times["forward"] - times["backward"]) / total,
-        "amp_dtype": dtype_name(trainer.amp_dtype), "grad_scaler": trainer.scaler.is_enabled(),
-        "channels_last": trainer.model.channels_last,
-        "optimizer_kernels": _kernels(trainer.optimizer),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-    }
-
-
-def _kernels(optimizer: torch.optim.Optimizer) -> str:
+def optimizer_kernels(optimizer: torch.optim.Optimizer) -> str:
     """"fused", "foreach" or "default" (torch's choice): the optimizer's update kernels."""
     group = optimizer.param_groups[0]
     return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile (Dynamo) has compiled in this process so far; a recompilation (a
+    new input shape, a failed guard) adds one."""
+    from torch._dynamo.utils import counters  # loads the compiler: on use
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def bench_tracklets(chunk: int, min_chunks: int = MIN_TIMED_CHUNKS) -> list[int]:
+    """Clip counts of the extraction benchmark's tracklets: :data:`MARS_CLIPS_PER_TRACKLET`,
+    repeated until they fill at least ``min_chunks`` forwards of ``chunk`` clips (once for a
+    CPU's 2-clip chunks; 8 times, 520 clips, for CUDA's 128)."""
+    per_round = sum(MARS_CLIPS_PER_TRACKLET)
+    rounds = max(1, math.ceil(min_chunks * chunk / per_round))
+    return list(MARS_CLIPS_PER_TRACKLET) * rounds
 
 
 def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
@@ -191,27 +192,41 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     TEST.CLIPS_PER_BATCH chunks, auto per device, TEST.COMPILE as configured) against the
     original's way (the same weights in the NCHW layout, unfolded, one forward per tracklet
     with all its clips), and the largest feature difference between the two. Also timed: forwards
-    of 128 clips, and the compiled forward (``batched_compiled``, its compilation apart in
+    of up to 128 clips, and the compiled forward (``batched_compiled``, its compilation apart in
     ``batched_compiled_compile_s``) when TEST.COMPILE is off.
 
-    Tracklets have the MARS clip counts of :data:`MARS_CLIPS_PER_TRACKLET` (random frames at
-    the config's input size; decoding is measured by the ``data`` benchmark). Autocast is the
-    evaluation's (:func:`engine.amp_settings`).
+    Tracklets have the MARS clip counts of :data:`MARS_CLIPS_PER_TRACKLET`, repeated to fill
+    :data:`MIN_TIMED_CHUNKS` chunks (:func:`bench_tracklets`; random frames at the config's
+    input size; decoding is measured by the ``data`` benchmark). Autocast is the evaluation's
+    (:func:`engine.amp_settings`), the cuDNN autotuner an evaluation-only run's (off).
+
+    Each run is warmed up, outside the timed region, on one forward of the size the timed run
+    starts with (its chunk, or all the clips when they are fewer): a compiled forward compiles
+    for that size and pads the smaller last forward, so nothing compiles while timed
+    (``<run>_timed_compilations`` counts the graphs compiled inside the timed region: 0). The
+    one-tracklet-at-a-time run warms up on its first tracklet.
     """
+    configure_backends(device, training=False)
     attr_lens = dataset_facts(cfg.DATASETS.NAME)[1]
     model = build_bench_model(cfg, device, attr_lens)
     original = build_bench_model(without_speedups(cfg), device, attr_lens)
     original.load_state_dict(model.state_dict())
     amp_dtype, _ = amp_settings(cfg, device)
+    chunk = clips_per_batch(cfg, device)
+    counts = bench_tracklets(chunk)
     h, w = cfg.INPUT.SIZE_TEST
     g = torch.Generator().manual_seed(0)
-    items = [(torch.randn(c, cfg.DATASETS.SEQ_LEN, 3, h, w, generator=g), 1, 1,
-              torch.zeros(1, dtype=torch.long)) for c in MARS_CLIPS_PER_TRACKLET]
-    n_clips = sum(MARS_CLIPS_PER_TRACKLET)
-    chunk = clips_per_batch(cfg, device)
+
+    def tracklet(clips: int) -> tuple:
+        return (torch.randn(clips, cfg.DATASETS.SEQ_LEN, 3, h, w, generator=g), 1, 1,
+                torch.zeros(1, dtype=torch.long))
+
+    items = [tracklet(c) for c in counts]
+    n_clips = sum(counts)
     out = {"tracklets": len(items), "clips": n_clips, "clips_per_batch": chunk,
            "channels_last": model.channels_last, "compile": cfg.TEST.COMPILE,
-           "amp_dtype": dtype_name(amp_dtype)}
+           "amp_dtype": dtype_name(amp_dtype),
+           "cudnn_benchmark": torch.backends.cudnn.benchmark}
     # (name, model, clips per forward (None: one forward per tracklet), compiled)
     runs = [("one_tracklet_at_a_time", original, None, False),
             ("batched", model, chunk, cfg.TEST.COMPILE)]
@@ -223,12 +238,15 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     for name, net, per_batch, compiled in runs:
         ours = per_batch is not None
         prepared = inference_model(net, fold_bn=ours, compile_model=compiled)
+        # warm-up (and compilation) on the first timed forward's shape
+        warm = [tracklet(min(per_batch, n_clips))] if ours else items[:1]
         t0 = time.perf_counter()
-        extract_features(prepared, items[:1], device, per_batch or 1, amp_dtype=amp_dtype,
-                         fold_bn=False)                           # warm-up (and compilation)
+        extract_features(prepared, warm, device, per_batch or warm[0][0].shape[0],
+                         amp_dtype=amp_dtype, fold_bn=False)
         sync(device)
         if compiled:
             out[f"{name}_compile_s"] = time.perf_counter() - t0
+        graphs = compiled_graphs()
         t0 = time.perf_counter()
         if ours:
             feats[name] = extract_features(prepared, items, device, per_batch,
@@ -239,6 +257,8 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
                                  fold_bn=False)["feats"] for x in items])
         sync(device)
         out[f"{name}_clips_per_s"] = n_clips / (time.perf_counter() - t0)
+        if compiled:
+            out[f"{name}_timed_compilations"] = compiled_graphs() - graphs
     base = out["one_tracklet_at_a_time_clips_per_s"]
     out["speedup_batched"] = out["batched_clips_per_s"] / base
     if "batched_compiled_clips_per_s" in out:
@@ -251,15 +271,7 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
 
 def _override(cfg: CfgNode, key: str, value) -> CfgNode:
     """A frozen copy of ``cfg`` with ``key`` (dotted) set to ``value``."""
-    c = cfg.clone()
-    c.defrost()
-    *path, name = key.split(".")
-    node = c
-    for part in path:
-        node = node[part]
-    node[name] = value
-    c.freeze()
-    return c
+    return with_overrides(cfg, {key: value})
 
 
 def _with_workers(cfg: CfgNode, workers: int) -> CfgNode:
@@ -345,10 +357,12 @@ def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int 
     return out
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Measured float32 matmul rate of this device (GFLOP/s)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeats: int = 5) -> float:
+    """Measured matmul rate of this device in ``dtype`` (GFLOP/s): ``n`` x ``n`` products of
+    ``dtype`` tensors, the kernels an autocast region runs for a float32 matmul in ``dtype``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b
     sync(device)
     t0 = time.perf_counter()
@@ -359,17 +373,37 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> floa
 
 
 def bench_compute(cfg: CfgNode, device: torch.device, train: dict | None) -> dict:
-    """GFLOPs per clip, and the achieved GFLOP/s of the train step against the matmul rate."""
+    """GFLOPs per clip, the matmul rate in each precision a train step ran in, and each train
+    variant's achieved GFLOP/s against the matmul rate of its own precision.
+
+    Args:
+        cfg: the benchmark's config (model, input size).
+        device: where to measure the matmul rate.
+        train: the ``train`` benchmark's report (:func:`tools.benchmark_train.bench_train`),
+            or None: then the matmul rate is measured in the precision the config's training
+            step would run in (:func:`engine.amp_settings`) and no fraction is reported.
+
+    Returns:
+        dict with ``gflops_per_clip``, ``gmacs_per_clip``, ``matmul_gflops_per_s_<dtype>`` for
+        each precision (e.g. ``matmul_gflops_per_s_bfloat16``) and, with ``train``, ``train``:
+        ``{variant: {"amp_dtype", "achieved_gflops_per_s" (3 x forward FLOPs x clips/s),
+        "fraction_of_matmul_rate" (against the matmul rate in amp_dtype)}}``.
+    """
     num_classes, attr_lens = dataset_facts(cfg.DATASETS.NAME)
     model = build_model(cfg, num_classes, attr_lens, load_pretrained=False)
     h, w = cfg.INPUT.SIZE_TRAIN
     flops = count_flops(model, (1, cfg.DATASETS.SEQ_LEN, 3, h, w))
     gflops_clip = flops["flops"] / 1e9
-    out = {"gflops_per_clip": gflops_clip, "gmacs_per_clip": flops["macs"] / 1e9,
-           "matmul_gflops_per_s": matmul_gflops(device)}
-    if train:
-        # forward + backward ~ 3x the forward FLOPs
-        out["train_achieved_gflops_per_s"] = 3 * gflops_clip * train["clips_per_s"]
-        out["train_fraction_of_matmul_rate"] = (out["train_achieved_gflops_per_s"]
-                                                / out["matmul_gflops_per_s"])
+    out = {"gflops_per_clip": gflops_clip, "gmacs_per_clip": flops["macs"] / 1e9}
+    variants = (train or {}).get("variants", {})
+    dtypes = sorted({v["amp_dtype"] for v in variants.values()}) or [
+        dtype_name(amp_settings(cfg, device)[0])]
+    rates = {d: matmul_gflops(device, getattr(torch, d)) for d in dtypes}
+    out.update({f"matmul_gflops_per_s_{d}": r for d, r in rates.items()})
+    if variants:
+        out["train"] = {}
+        for name, v in variants.items():
+            achieved = 3 * gflops_clip * v["clips_per_s"]   # forward + backward ~ 3x forward
+            out["train"][name] = {"amp_dtype": v["amp_dtype"], "achieved_gflops_per_s": achieved,
+                                  "fraction_of_matmul_rate": achieved / rates[v["amp_dtype"]]}
     return out
