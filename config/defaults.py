@@ -1,7 +1,7 @@
 """Default configuration: every key of the original implementation plus the keys this project adds.
 
 Keys keep the original names (users' yml files must keep working); where a name does not tell
-the whole truth, the comment does. See ../SPEC.md §1 of the project documentation.
+the whole truth, the comment does; docs/behaviour.md#configuration compares them with the original.
 """
 
 from yacs.config import CfgNode as CN
@@ -24,7 +24,7 @@ _C.MODEL.NAME = "resnet50"
 _C.MODEL.SYN_BN = True
 # Stride of the last ResNet stage (1 doubles the final feature map, as in the paper)
 _C.MODEL.LAST_STRIDE = 1
-# Path to the backbone weights; empty with "imagenet" uses torchvision's weights API (download)
+# Path to the backbone weights; empty with "imagenet": torchvision's download (plain ResNets)
 _C.MODEL.PRETRAIN_PATH = ""
 # "imagenet": backbone weights; "self": a whole-model checkpoint; "none": random initialisation
 _C.MODEL.PRETRAIN_CHOICE = "imagenet"
@@ -34,9 +34,9 @@ _C.MODEL.PRETRAIN_PARTIAL = False
 _C.MODEL.FUSION_METHOD = "ATTR_TA"
 # Head: "bnneck" (BatchNorm before the bias-free classifier) or "no"
 _C.MODEL.NECK = "bnneck"
-# Center loss switch: "yes" or "no" (the original declares it but never uses it)
+# Center loss precondition: "yes" or "no"; alone it turns nothing on (SOLVER.USE_CENTER_LOSS)
 _C.MODEL.IF_WITH_CENTER = "no"
-# Metric loss: "triplet", "center" or "triplet_center" (center terms need IF_WITH_CENTER "yes")
+# "triplet", "center", "triplet_center": triplet always on; "center" in it gates USE_CENTER_LOSS
 _C.MODEL.METRIC_LOSS_TYPE = "triplet"
 # Label smoothing (epsilon 0.1) for the identity loss: "on" or "off"
 _C.MODEL.IF_LABELSMOOTH = "on"
@@ -78,11 +78,11 @@ _C.INPUT.CLIP_CONSISTENT_AUG = False
 _C.DATASETS = CN()
 # Folder that holds the dataset (e.g. data/mars with bbox_train/, bbox_test/, info/, csv)
 _C.DATASETS.ROOT_DIR = ""
-# Dataset: "mars", "duke" (DukeMTMC-VideoReID), "ilidsvid", "prid" (the last two without attributes)
+# Dataset: "mars", "duke" (DukeMTMC-VideoReID), "ilidsvid", "prid" (no attributes), "folder"
 _C.DATASETS.NAME = "mars"
 # Frames per clip (T)
 _C.DATASETS.SEQ_LEN = 4
-# Training clip sampling: "random" (T consecutive frames from a random start) or "evenly"
+# Training clip sampling: "random" (T consecutive places of the frame order, random start), "evenly"
 _C.DATASETS.TRAIN_SAMPLE_METHOD = "random"
 # Test clip sampling: "dense" (all clips, averaged), "evenly" or "random" (one clip)
 _C.DATASETS.TEST_SAMPLE_METHOD = "dense"
@@ -138,7 +138,7 @@ _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.MARGIN = 0.3
 # Unused (declared by the original, never read)
 _C.SOLVER.CLUSTER_MARGIN = 0.3
-# Center loss optimizer switch of the original (unused: the center optimizer follows IF_WITH_CENTER)
+# Center loss optimizer switch of the original (unused: SOLVER.USE_CENTER_LOSS decides)
 _C.SOLVER.CENTER_ON = 0
 # Learning rate of the center loss optimizer (SGD)
 _C.SOLVER.CENTER_LR = 0.5
@@ -195,13 +195,13 @@ _C.SOLVER.GRAD_SCALER_GROWTH_INTERVAL = 2000
 # New: torch.compile the training forward and loss (inductor; falls back to eager with a
 # warning when compilation fails)
 _C.SOLVER.COMPILE = False
-# New: mixed-precision backend: "native" (torch.amp) or "apex" (only when NVIDIA apex is installed)
+# New: mixed-precision backend: "native" (torch.amp); "apex" is refused with an error
 _C.SOLVER.AMP_BACKEND = "native"
 # New: evaluate once before the first epoch (the original always does)
 _C.SOLVER.EVAL_BEFORE_TRAIN = False
 # New: margin of the AITL terms (the paper uses 0)
 _C.SOLVER.AITL_MARGIN = 0.0
-# New: exclude the anchor itself from the AITL positives (the original includes it, SPEC §4)
+# New: exclude the anchor itself from the AITL positives (False: the original, which includes it)
 _C.SOLVER.AITL_EXCLUDE_SELF = False
 
 # -----------------------------------------------------------------------------
@@ -212,11 +212,11 @@ _C.TEST = CN()
 # TEST.CLIPS_PER_BATCH, so this key is kept for compatibility and unused
 _C.TEST.SEQS_PER_BATCH = 128
 # New: most clips in one forward pass during evaluation (clips of several tracklets are packed);
-# 0 = auto: 128 on a GPU, 2 on a CPU (small forwards stay in cache: ~1.5x faster there)
+# 0 = auto: 128 on a GPU, 2 on a CPU (small forwards stay in cache; README, Performance)
 _C.TEST.CLIPS_PER_BATCH = 0
 # New: compile the evaluation forward with torch.compile (inductor, weights frozen into the
-# graph): the same features, 1.2x faster extraction on a 2-core CPU after a one-off compilation
-# of 10-30 s per evaluation (it needs a C++ compiler on a CPU; without one, a warning and the
+# graph): the same features, faster extraction after a one-off compilation per evaluation
+# (README, Performance; it needs a C++ compiler on a CPU; without one, a warning and the
 # uncompiled model). Worth it for whole-dataset extraction; off by default
 _C.TEST.COMPILE = False
 # k-reciprocal re-ranking of the distance matrix: "yes" or "no"

@@ -94,7 +94,7 @@ class _EpochBatchSampler:
 
 
 class RandomIdentitySampler(_EpochBatchSampler):
-    """P identities x K tracklets per batch (SPEC §2; DATALOADER.SAMPLER "softmax_triplet").
+    """P identities x K tracklets per batch (DATALOADER.SAMPLER "softmax_triplet" or "triplet").
 
     Each epoch visits the identities in a random order and draws ``num_instances`` (K)
     tracklets of each: without replacement when it has at least K, else with replacement.

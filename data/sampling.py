@@ -1,4 +1,4 @@
-"""Clip sampling: pure, seeded functions from a frame count to frame indices (SPEC §2).
+"""Clip sampling (docs/behaviour.md#clip-sampling): pure, seeded functions, frames -> indices.
 
 No image is read here: every function maps the number of frames ``n`` of a tracklet and the
 clip length ``seq_len`` (T) to int64 index arrays into the tracklet's frame list. Where chance
@@ -32,7 +32,7 @@ def sample_random_clip(n: int, seq_len: int, generator: torch.Generator) -> np.n
     """T consecutive frames from a random start ("random" sampling of the original).
 
     The start is uniform in ``[0, max(0, n - T - 1)]`` (inclusive): the original's bound is one
-    short, so the last possible window ``[n - T, n)`` is never drawn; kept on purpose (SPEC §2).
+    short, so for n > T the last window ``[n - T, n)`` is never drawn; kept, as the original.
     When ``n < T`` the frames are repeated cyclically (0, 1, .., n-1, 0, 1, ..).
 
     Args:
@@ -102,7 +102,7 @@ def frame_order(n: int, seed: Seed | None) -> np.ndarray:
     """The frame order of a tracklet: a seeded permutation, or the identity when ``seed`` is None.
 
     The original shuffles every tracklet's frame list once when the dataset is built
-    (DATASETS.SHUFFLE_FRAMES, SPEC §2); a permutation drawn from a per-tracklet seed gives the
+    (DATASETS.SHUFFLE_FRAMES True); a permutation drawn from a per-tracklet seed gives the
     same effect, reproducibly, in any process.
 
     Args:

@@ -379,8 +379,8 @@ def decode_error(path: str) -> tuple[str, str] | None:
     """What keeps training from reading ``path``, or None when it decodes to RGB.
 
     JPEGs are decoded at 1/8 scale (``Image.draft``): every byte of the file is still read
-    and entropy-decoded, so truncation and bit-stream errors show, at less cost (about 20%
-    less for 256x128 frames). The decoded image then goes through training's conversion to
+    and entropy-decoded, so truncation and bit-stream errors show, at less cost than a full
+    decode. The decoded image then goes through training's conversion to
     RGB (:func:`data.transforms.pil_rgb`), so a PIL mode that training refuses is found here.
 
     Returns:

@@ -4,7 +4,7 @@ Training items are addressed by ``(index, sample_seed)`` pairs (see data/sampler
 seed drives the clip sampling and every augmentation draw through one ``torch.Generator``, so
 a sample is a pure function of the pair. Test items are addressed by tracklet index.
 
-Frame order (DATASETS.SHUFFLE_FRAMES, SPEC §2): the original shuffles every tracklet's frame
+Frame order (DATASETS.SHUFFLE_FRAMES): the original shuffles every tracklet's frame
 list once at load time; here tracklet ``i`` of stream ``s`` (0 train, 1 query, 2 gallery)
 uses the permutation drawn from ``(seed, s, i)``, the same in every process.
 """

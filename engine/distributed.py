@@ -1,4 +1,4 @@
-"""Wrapping a model for torchrun multi-process training: DDP and SyncBatchNorm (SPEC §5)."""
+"""Wrapping a model for torchrun training: DDP and SyncBatchNorm (docs/behaviour.md#multi-gpu)."""
 
 from __future__ import annotations
 

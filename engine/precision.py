@@ -32,8 +32,8 @@ def amp_settings(cfg: CfgNode, device: torch.device,
     * ``SOLVER.FP_16 False``: float32 everywhere.
     * CUDA: ``SOLVER.AMP_DTYPE`` (float16 with a grad scaler, or bfloat16 without).
     * CPU: ``SOLVER.CPU_PRECISION``. "auto" is bfloat16 autocast on a CPU with native bf16
-      instructions (:func:`cpu_has_native_bf16`; the paper model's training step runs about
-      twice as fast there, see the README's Performance section) and float32 elsewhere (emulated
+      instructions (:func:`cpu_has_native_bf16`; the training step is faster there, see
+      the README's Performance section) and float32 elsewhere (emulated
       bfloat16 and CPU float16 are slower than float32). "float16" runs the GPU's path (float16
       autocast with a grad scaler): slow on a CPU, it lets tests exercise the scaler.
     * Other devices: float32.

@@ -1,4 +1,4 @@
-"""The training loop (SPEC §5): per epoch lr step, train, evaluate, checkpoint; resumable.
+"""The training loop: per epoch lr step, train, evaluate, checkpoint; resumable.
 
 One :class:`Trainer` serves CPU, one GPU and torchrun multi-GPU runs. Mixed precision uses
 ``torch.amp`` (fp16 with a grad scaler, or bf16). Every loss term is logged; a non-finite loss
@@ -357,7 +357,7 @@ class Trainer:
             while self.epoch < max_epochs:
                 epoch = self.epoch + 1
                 if self.iteration == 0:
-                    self.scheduler.step()   # epoch e trains with factor(e) (SPEC §5)
+                    self.scheduler.step()   # epoch e trains with BASE_LR * factor(e)
                 self._train_epoch(epoch)
                 self.epoch, self.iteration = epoch, 0
                 if epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:

@@ -1,4 +1,4 @@
-"""Losses: identity, batch-hard triplet, AITL, attribute and center losses (SPEC §4)."""
+"""Losses: identity, batch-hard triplet, AITL, attribute, center (docs/behaviour.md#losses)."""
 
 from layers.aitl import aitl_loss, triplet_and_aitl_losses
 from layers.attribute import attribute_group_vectors, attribute_loss

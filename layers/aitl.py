@@ -1,4 +1,4 @@
-"""Attribute-aware identity-hard triplet loss (AITL, SPEC §4), mined with tensor ops."""
+"""Attribute-aware identity-hard triplet loss (AITL, docs/behaviour.md#aitl), tensor mining."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def aitl_loss(features: torch.Tensor, pids: torch.Tensor, attr_vectors: torch.Te
     ``exclude_self``), ``p_far`` and ``p_near`` are the positives whose attribute vectors are
     the farthest from and the nearest to a_i (Euclidean); the loss is
     ``mean(relu(d(i, p_far) - d(i, p_near) + margin))`` with d the feature distance. With i in
-    P(i), p_near is usually i itself (SPEC §4, the original's behaviour). Gradients flow
+    P(i), p_near is usually i itself (as in the original). Gradients flow
     through d only.
 
     Reference: Z. Chen, A. Li, S. Jiang, Y. Wang, "Attribute-aware Identity-hard Triplet Loss

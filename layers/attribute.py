@@ -1,4 +1,4 @@
-"""Attribute recognition losses and the per-group attribute vectors used by AITL (SPEC §4)."""
+"""Attribute recognition losses and the per-group attribute vectors that AITL compares."""
 
 from __future__ import annotations
 

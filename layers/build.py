@@ -1,4 +1,4 @@
-"""The training criterion (SPEC §4) and its config adapter ``make_loss``."""
+"""The training criterion (docs/behaviour.md#total) and its config adapter ``make_loss``."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def make_loss(cfg: CfgNode, num_classes: int,
     Attribute terms are on when ``cfg.ATTR_RECOG_ON`` and the dataset has attributes. The
     center loss is on only with SOLVER.USE_CENTER_LOSS True (the original never trains it,
     even though the paper's config sets METRIC_LOSS_TYPE "triplet_center" and IF_WITH_CENTER
-    "yes"); it then also needs those two keys set so, and the triplet term stays.
+    "yes"); it also needs IF_WITH_CENTER "yes" and "center" in METRIC_LOSS_TYPE; triplet stays.
 
     Args:
         cfg: config.

@@ -1,4 +1,4 @@
-"""Center loss (off by default: the original declares it but never trains with it, SPEC §4)."""
+"""Center loss (off by default: the original declares it but never trains with it)."""
 
 from __future__ import annotations
 

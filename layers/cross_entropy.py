@@ -1,4 +1,4 @@
-"""Identity classification loss with label smoothing (SPEC §4)."""
+"""Identity classification loss with label smoothing (docs/behaviour.md#identity-loss)."""
 
 from __future__ import annotations
 

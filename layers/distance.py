@@ -1,4 +1,4 @@
-"""Pairwise distances of the metric losses (SPEC §4), always computed in float32.
+"""Pairwise distances of the metric losses (triplet, AITL), always computed in float32.
 
 Both metrics are computed from the Gram matrix ``G = X X^T`` of the batch: the cosine
 normalises G by its diagonal (the squared norms) instead of normalising the (B, D) features,

@@ -1,4 +1,4 @@
-"""Batch-hard triplet loss (SPEC §4), mined with masked tensor reductions."""
+"""Batch-hard triplet loss (docs/behaviour.md#batch-hard-triplet), masked tensor reductions."""
 
 from __future__ import annotations
 

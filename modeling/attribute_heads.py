@@ -1,7 +1,7 @@
 """The two attribute streams (ASTA): attribute logits and spatio-temporal attention maps.
 
 Both streams read the DETACHED backbone map, so attribute losses never reach the backbone
-(SPEC §3); their attention maps are returned undetached, so the re-ID losses that use them in
+(as in the original); their attention maps stay undetached, so the re-ID losses using them in
 the ATTR_TA fusion do train the stream's attention layers.
 """
 
@@ -13,14 +13,14 @@ from torch import nn
 
 
 def kaiming_init(conv: nn.Module) -> None:
-    """Kaiming normal weight (fan_in, a=0), zero bias: the heads' convolutions (SPEC §3)."""
+    """Kaiming normal weight (fan_in, a=0), zero bias: the heads' convolutions (as the original)."""
     nn.init.kaiming_normal_(conv.weight, a=0, mode="fan_in")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
 
 
 def classifier_init(linear: nn.Linear) -> None:
-    """Weight N(0, 0.001), zero bias: every classifier, identity and attribute (SPEC §3)."""
+    """Weight N(0, 0.001), zero bias: every classifier, identity and attribute (as the original)."""
     nn.init.normal_(linear.weight, std=0.001)
     if linear.bias is not None:
         nn.init.zeros_(linear.bias)
@@ -64,7 +64,7 @@ class AttributeStreamBCE(nn.Module):
         self.classifier = nn.Linear(in_channels, num_outputs)
 
     def reset_parameters(self) -> None:
-        """SPEC §3 "Init": Kaiming normal (fan_in) convolutions (the Conv1d too), bias 0; BN
+        """The original's init: Kaiming normal (fan_in) convolutions (the Conv1d too), bias 0; BN
         weight 1, bias 0; classifier N(0, 0.001), bias 0."""
         for conv in (self.conv, self.attention_s_conv, self.attention_t_conv):
             kaiming_init(conv)
@@ -106,7 +106,7 @@ class AttributeRecogHead(nn.Module):
 class AttributeStreamMCE(nn.Module):
     """One attribute group in "mce" mode: one attention map and one classifier per attribute.
 
-    SPEC §3 ""mce" mode": a shared 1x1 ``conv`` C->C/2 + ``bn`` + ReLU reduces the detached
+    As the original's "mce" mode: a shared 1x1 ``conv`` C->C/2 + ``bn`` + ReLU reduces the detached
     backbone map to R; attribute k has a 1x1 ``attention_conv`` whose sigmoid is a spatial map
     a_k per frame; its feature is a_k * R averaged over space, then over the T frames, then
     ReLU, and its ``classifier`` gives the logits. ``fuse_maps`` turns the K maps into the
@@ -125,7 +125,7 @@ class AttributeStreamMCE(nn.Module):
         self.attr_recog_modules = nn.ModuleList(AttributeRecogHead(mid, n) for n in class_counts)
 
     def reset_parameters(self) -> None:
-        """SPEC §3 "Init": each ``attention_conv`` Kaiming normal (fan_in), bias 0; each
+        """The original's init: each ``attention_conv`` Kaiming normal (fan_in), bias 0; each
         classifier N(0, 0.001), bias 0; the shared ``conv``/``bn`` keep PyTorch's defaults."""
         for head in self.attr_recog_modules:
             kaiming_init(head.attention_conv)
@@ -155,7 +155,7 @@ class AttributeStreamMCE(nn.Module):
 
     @staticmethod
     def fuse_maps(att: torch.Tensor, fusion: torch.Tensor, seq_len: int) -> torch.Tensor:
-        """The group's attention A for the ATTR_TA fusion (SPEC §3 "mce" step 3).
+        """The group's attention A for the ATTR_TA fusion (docs/behaviour.md, mce mode, step 3).
 
         Args:
             att: (B*T, K, h, w) the attributes' maps a_k.

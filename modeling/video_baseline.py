@@ -1,7 +1,7 @@
 """VideoBaseline: backbone, temporal attention (TA), attribute streams (ASTA) and BNNeck head.
 
 Reference: Chen et al., "Attribute-aware Identity-hard Triplet Loss for Video-based Person
-Re-identification", arXiv 2006.07597. Behaviour: SPEC §3.
+Re-identification", arXiv 2006.07597. Behaviour: docs/behaviour.md#model.
 
 Example:
     >>> model = VideoBaseline(625, "resnet18", attr_lens=[[5, 6], [9, 2]], input_size=(64, 32))
@@ -166,7 +166,7 @@ class VideoBaseline(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def reset_head_parameters(self) -> None:
-        """SPEC §3 "Init" of everything but the backbone (where training from ImageNet starts).
+        """The original's init of everything but the backbone (where training from ImageNet starts).
 
         Identity ``attention_conv`` Kaiming normal (fan_in), bias 0; ``bottleneck`` weight 1,
         bias 0; identity classifier N(0, 0.001); the attribute streams as their own
@@ -229,7 +229,7 @@ class VideoBaseline(nn.Module):
             a_id = torch.sigmoid(self.attention_conv(f))         # (B*T, 1, h, w)
         attr_logits = maps = None
         if self.attr_on:
-            fd = f.detach()  # attribute losses must not reach the backbone (SPEC §3)
+            fd = f.detach()  # attribute losses must not reach the backbone (as the original)
             logits1, att1 = self.multi_attr_recoger1(fd, t)
             logits2, att2 = self.multi_attr_recoger2(fd, t)
             if self.attribute_loss == "mce":

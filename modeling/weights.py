@@ -22,7 +22,7 @@ from .backbones import BACKBONE_NAMES, TORCHVISION_BACKBONES, build_backbone
 logger = logging.getLogger("reid.model")
 
 _CLASSIFIER_PREFIXES = ("fc.", "last_linear.")
-# The original's resnet50_ibn_a module keeps its unused ImageNet classifier (SPEC §3).
+# The original's resnet50_ibn_a module keeps its unused ImageNet classifier; we drop its keys.
 _BACKBONE_CLASSIFIER_KEYS = ("base.fc.weight", "base.fc.bias")
 _SHOW = 5  # keys listed per kind of mismatch
 

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules (SPEC §5)."""
+"""Optimizers and learning-rate schedules (docs/behaviour.md#optimisation-and-training-loop)."""
 
 from solver.build import (
     available_optimizers,

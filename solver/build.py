@@ -1,4 +1,4 @@
-"""Optimizers and the lr schedule from the config (SPEC §5)."""
+"""Optimizers and the lr schedule from the config (docs/behaviour.md#optimizer)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def build_optimizer(model: nn.Module, name: str, base_lr: float, weight_decay: f
     each parameter's (lr, weight_decay), so parameters sharing them form one group (at most
     two groups). Optimizers with a fused kernel (Adam, AdamW, SGD, Adagrad: one kernel for all
     the parameters of a group, on CPU and CUDA; with a grad scaler, the inf check needs no host
-    sync) use it: the same update to float rounding, the paper model's Adam step 2.4x faster
-    than ``foreach`` on a 2-core CPU. The others keep torch's default (``foreach`` kernels on
+    sync) use it: the same update to float rounding, faster than ``foreach`` (README,
+    Performance). The others keep torch's default (``foreach`` kernels on
     CUDA, per-parameter loops on a CPU, where ``foreach`` is slower).
 
     Args:

@@ -1,4 +1,4 @@
-"""Warmup multi-step learning-rate schedule, stepped once per epoch (SPEC §5)."""
+"""Warmup multi-step lr schedule, stepped once per epoch (as the original does)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class WarmupMultiStepLR(LRScheduler):
 
     def step(self, epoch: int | None = None) -> None:
         """Move to the next epoch (call it at the start of the epoch, see the class doc)."""
-        # Stepped at the START of each epoch by design (SPEC §5): the first call comes before
+        # Stepped at the START of each epoch, as the original does: the first call comes before
         # any optimizer.step(), which torch's call-order check would report as a mistake.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_ORDER_WARNING)

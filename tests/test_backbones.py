@@ -38,7 +38,7 @@ def torchvision_trunk(tv: torchvision.models.ResNet, stem_relu: bool) -> nn.Sequ
 @pytest.mark.parametrize("stem_relu", [True, False])
 def test_resnet_trunk_equals_torchvision(name, stem_relu):
     """MODEL.STEM_RELU True is torchvision's ResNet; False (the original's, the default) is
-    torchvision's with the stem ReLU removed (SPEC §3 "Quirk (stems)")."""
+    torchvision's with the stem ReLU removed (docs/behaviour.md#stem-quirk)."""
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(weights=None)
     randomise_norms(tv)
@@ -61,7 +61,7 @@ def test_stem_relu_key_reaches_the_plain_resnets_only():
     assert build_model(cfg, 3, None).base.stem_relu is False
     cfg.MODEL.STEM_RELU = True
     assert build_model(cfg, 3, None).base.stem_relu is True
-    # IBN-a keeps its stem ReLU whatever the key says (SPEC §3 "Quirk (stems)")
+    # IBN-a keeps its stem ReLU whatever the key says (docs/behaviour.md#stem-quirk)
     assert build_backbone("resnet50_ibn_a", stem_relu=False).stem_relu is True
 
 

@@ -12,7 +12,7 @@ from engine.defaults import default_setup
 from tests.helpers import ROOT
 from utils.errors import UserError
 
-# SPEC §1: every key of the original with its default (EVALUATE_ONLY becomes False).
+# Every key of the original with its default (EVALUATE_ONLY becomes False; docs/behaviour.md).
 ORIGINAL_DEFAULTS = {
     "MODEL.DEVICE": "cuda", "MODEL.DEVICE_ID": "0", "MODEL.ARCH": "video_baseline",
     "MODEL.NAME": "resnet50", "MODEL.SYN_BN": True, "MODEL.LAST_STRIDE": 1,
@@ -41,7 +41,7 @@ ORIGINAL_DEFAULTS = {
     "ATTR_RECOG_ON": True,
 }
 
-# SPEC §1: what the paper's yml overrides.
+# What the paper's yml overrides (docs/behaviour.md#the-papers-run).
 PAPER_OVERRIDES = {
     "MODEL.PRETRAIN_CHOICE": "imagenet", "MODEL.METRIC_LOSS_TYPE": "triplet_center",
     "MODEL.IF_WITH_CENTER": "yes", "INPUT.SIZE_TRAIN": [256, 128], "INPUT.SIZE_TEST": [256, 128],

@@ -92,7 +92,7 @@ def test_train_outputs(run):
 def test_eval_outputs(run):
     golden = run["golden"]["eval"]
     assert rel_error(run["eval"]["feat"], golden["feat"]) < OUTPUT_RTOL
-    # the original returns no attribute logits at eval in "bce" mode; we do (SPEC §3)
+    # the original returns no attribute logits at eval in "bce" mode; we do (docs/behaviour.md)
     if golden["attr_logits"]:
         assert len(run["eval"]["attr_logits"]) == len(golden["attr_logits"])
         for ours, theirs in zip(run["eval"]["attr_logits"], golden["attr_logits"]):

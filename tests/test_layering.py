@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"utils": 0, "config": 1, "data": 2, "modeling": 2, "layers": 2, "solver": 2,
           "engine": 3, "tools": 4, "main_baseline": 4}
 SIDEWAYS = {("layers", "data")}
-# Script entries kept for SPEC §7 (`python -m data.synthetic`): never imported by library code.
+# Public script entries (`python -m data.synthetic`): never imported by library code.
 SHIMS = {"data/synthetic/__main__.py": {"tools"}}
 
 

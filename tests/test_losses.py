@@ -1,4 +1,4 @@
-"""Losses (SPEC §4): vectorised mining against per-anchor loop oracles, values and gradients."""
+"""Losses: vectorised mining against per-anchor loop oracles, values and gradients."""
 
 import pytest
 import torch

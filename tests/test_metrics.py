@@ -1,4 +1,4 @@
-"""Evaluation metrics: CMC/mAP, distances, attribute metrics, re-ranking (SPEC §6).
+"""Evaluation metrics: CMC/mAP, distances, attribute metrics, re-ranking (docs/behaviour.md).
 
 The fast implementations are compared with straightforward per-query / per-pair loops
 written here from the definitions.

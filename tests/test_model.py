@@ -79,7 +79,7 @@ def oracle(model: VideoBaseline, x: torch.Tensor):
             pooled = (a * f).mean((2, 3)).view(b, t, c).mean(1)
             logits.append(stream.classifier(F.relu(pooled)))
             maps.append(a)
-        else:  # SPEC §3 "mce" steps 1-3, softmaxes written out as exp / sum
+        else:  # "mce" mode steps 1-3 (docs/behaviour.md), softmaxes written out as exp / sum
             n = len(stream.attr_recog_modules)
             fusion = getattr(model, f"attention_fusion{g + 1}", None)
             weights = (torch.full((1, n, h, w), 1 / n) if fusion is None  # TA: the mean map
@@ -151,7 +151,7 @@ def _kaiming_fan_in_std(conv: torch.nn.Module) -> float:
 
 
 def test_initialisation_bce():
-    """SPEC §3 "Init": Kaiming normal (fan_in) convolutions with zero bias, N(0, 0.001)
+    """The original's init: Kaiming normal (fan_in) convolutions with zero bias, N(0, 0.001)
     classifiers, BN weight 1 bias 0."""
     model = make(input_size=(128, 64))               # an 8x4 map: 32 positions
     assert model.classifier.weight.std().item() == pytest.approx(0.001, rel=0.1)
@@ -169,7 +169,7 @@ def test_initialisation_bce():
 
 
 def test_initialisation_mce():
-    """SPEC §3 "Init", "mce": the shared conv/bn keep PyTorch's defaults; each attribute's
+    """The original's init, "mce": the shared conv/bn keep PyTorch's defaults; each attribute's
     attention_conv is Kaiming normal (fan_in), bias 0; attention_fusion all ones."""
     model = make(attribute_loss="mce")
     for stream in (model.multi_attr_recoger1, model.multi_attr_recoger2):

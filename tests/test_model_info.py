@@ -30,7 +30,7 @@ def numel(params) -> int:
 def test_paper_model_counts():
     model = meta_model(backbone="resnet50", attr_lens=MARS_ATTR_LENS, input_size=(256, 128))
     flops = count_flops(model, (1, 4, 3, 256, 128))
-    # SPEC: about 41 GFLOPs = 20.5 G multiply-accumulates, 32.4 in the ResNet-50, 8.6 in the
+    # Expected: about 41 GFLOPs = 20.5 G multiply-accumulates, 32.4 in the ResNet-50, 8.6 in the
     # two attribute streams
     assert flops["flops"] == pytest.approx(41.08e9, rel=1e-3)
     assert flops["macs"] == flops["flops"] / 2

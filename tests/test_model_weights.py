@@ -181,7 +181,7 @@ def test_self_loads_the_originals_dataparallel_file(tmp_path):
 
 
 def test_the_originals_ibn_a_checkpoint_loads_without_its_backbone_classifier(model_log):
-    """SPEC §3 "Quirk (IBN-a)": the original's file carries base.fc.*; exactly these two keys
+    """The IBN-a checkpoint quirk: the original's file carries base.fc.*; exactly these two keys
     are dropped, with one log line, and a hint never asks to check a MODEL.NAME that is right."""
     src = tiny(backbone="resnet50_ibn_a", attr_lens=None)
     torch.nn.init.normal_(src.classifier.weight)

@@ -152,7 +152,7 @@ def test_center_optimizer_only_with_center_loss():
 
 # ----------------------------------------------------------------------------- schedule
 def paper_factor(e: int) -> float:
-    """SPEC §5 with the paper's settings."""
+    """factor(e) of docs/behaviour.md#learning-rate-schedule with the paper's settings."""
     w = 0.01 * (1 - e / 10) + e / 10 if e < 10 else 1.0
     return w * 0.3 ** bisect_right([70, 140, 210, 310, 410], e)
 

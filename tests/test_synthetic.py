@@ -336,7 +336,7 @@ def test_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("module", ["tools.synthetic", "data.synthetic"])
 def test_python_m_commands_write_a_dataset(tmp_path, module):
-    """``python -m tools.synthetic`` and the SPEC §7 spelling ``python -m data.synthetic``."""
+    """``python -m tools.synthetic`` and the public spelling ``python -m data.synthetic``."""
     out = tmp_path / "mars"
     r = subprocess.run([sys.executable, "-m", module, "--out", str(out), "--ids", "2",
                         "--tracklets", "2", "--frames", "1", "--size", "16", "8"],

@@ -7,7 +7,7 @@ Example::
 
 An existing synthetic dataset written with other arguments is replaced only with
 ``--overwrite``; any other non-empty folder is refused. ``python -m data.synthetic`` runs this
-command too (SPEC §7).
+command too (a public entry point, docs/behaviour.md#public-interface).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retrieval and attribute-recognition metrics (SPEC §6).
+"""Retrieval and attribute-recognition metrics (docs/behaviour.md#evaluation).
 
 - :func:`compute_distance_matrix`: cosine or Euclidean distances, computed in row chunks.
 - :func:`evaluate_rank`: CMC and mAP under the MARS / DukeMTMC-VID protocol, vectorised.

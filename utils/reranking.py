@@ -1,4 +1,4 @@
-"""k-reciprocal re-ranking of a query-gallery distance matrix (SPEC §6, TEST.RE_RANKING).
+"""k-reciprocal re-ranking of a query-gallery distance matrix (TEST.RE_RANKING).
 
 Reference: Zhong, Zheng, Cao, Li. "Re-ranking Person Re-identification with k-reciprocal
 Encoding". CVPR 2017.

@@ -95,7 +95,7 @@ def find_missing_files(paths: Sequence[str]) -> list[str]:
     """The entries of ``paths`` that name no existing file or folder, in input order.
 
     Each folder is listed once (one ``scandir`` per folder instead of one ``stat`` per file);
-    the set work for 1.19 M paths (MARS) takes about 0.2 s on top of the listings.
+    the set work is small next to the listings, even for MARS's 1.19 M paths.
 
     Args:
         paths: file paths, e.g. every frame of a dataset.

@@ -17,7 +17,7 @@ the junk tracklets (pid -1); 3248 of its gallery tracklets are distractors (pid 
 
 Parsing is vectorised: the name lists are read with one ``split()`` each and checked as a
 character matrix (one pid, one camera and one tracklet number per track row) with numpy; only
-the path strings are built in Python. The full split parses in about a second.
+the path strings are built in Python.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Modules: :mod:`~data.synthetic.plan` (every random draw: people, cameras, trackl
 parameters), :mod:`~data.synthetic.render` (scenes, figures, frames) and
 :mod:`~data.synthetic.write` (file layouts, split files, CSV, :func:`write_synthetic_dataset`).
 
-Layouts (SPEC §2):
+Layouts (those of the real datasets, docs/behaviour.md#data):
 
 * MARS: ``bbox_train/<pid4>/<name>.jpg``, ``bbox_test/<pid4>/<name>.jpg`` with names
   ``PPPPCcTttttFfff.jpg``; ``info/train_name.txt`` and ``info/test_name.txt``;

@@ -11,14 +11,14 @@ from torch import nn
 
 from utils.errors import UserError
 
-from .resnet import RESNET_SPECS, ResNet, resnet
+from .resnet import RESNET_LAYOUTS, ResNet, resnet
 from .resnet_ibn_a import resnet50_ibn_a
-from .senet import SENET_SPECS, SENet, senet
+from .senet import SENET_LAYOUTS, SENet, senet
 
-BACKBONE_NAMES = (*RESNET_SPECS, *SENET_SPECS, "resnet50_ibn_a")
+BACKBONE_NAMES = (*RESNET_LAYOUTS, *SENET_LAYOUTS, "resnet50_ibn_a")
 
 # Backbones whose ImageNet weights torchvision's weights API provides (same key names).
-TORCHVISION_BACKBONES = tuple(RESNET_SPECS)
+TORCHVISION_BACKBONES = tuple(RESNET_LAYOUTS)
 
 
 def build_backbone(name: str, last_stride: int = 1, stem_relu: bool = False) -> nn.Module:
@@ -35,9 +35,9 @@ def build_backbone(name: str, last_stride: int = 1, stem_relu: bool = False) -> 
     """
     if last_stride not in (1, 2):
         raise UserError(f"MODEL.LAST_STRIDE must be 1 or 2, got {last_stride!r}.")
-    if name in RESNET_SPECS:
+    if name in RESNET_LAYOUTS:
         return resnet(name, last_stride, stem_relu)
-    if name in SENET_SPECS:
+    if name in SENET_LAYOUTS:
         return senet(name, last_stride)
     if name == "resnet50_ibn_a":
         return resnet50_ibn_a(last_stride)

@@ -85,7 +85,7 @@ class ResNet(nn.Module):
         layers: number of blocks of the four stages.
         last_stride: stride of the last stage (1 keeps a map of H/16 x W/16).
         stem_relu: ReLU between the stem's ``bn1`` and max-pool (torchvision's architecture).
-            The original's plain ResNets (the paper's resnet50 included) have none (SPEC §3).
+            The original's plain ResNets (the paper's resnet50 included) have none.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int],
@@ -160,7 +160,7 @@ class ResNet(nn.Module):
         return x
 
 
-RESNET_SPECS: dict[str, tuple[type, list[int]]] = {
+RESNET_LAYOUTS: dict[str, tuple[type, list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
@@ -175,5 +175,5 @@ def resnet(name: str, last_stride: int = 2, stem_relu: bool = False) -> ResNet:
     ``stem_relu`` False (the default) is the original's stem, conv1 -> bn1 -> max-pool;
     True is torchvision's, with a ReLU before the max-pool (MODEL.STEM_RELU).
     """
-    block, layers = RESNET_SPECS[name]
+    block, layers = RESNET_LAYOUTS[name]
     return ResNet(block, layers, last_stride, stem_relu)

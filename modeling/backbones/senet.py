@@ -205,7 +205,7 @@ class SENet(nn.Module):
 
 
 # name -> (block, layers, groups, inplanes, input_3x3, downsample kernel, downsample padding)
-SENET_SPECS: dict[str, tuple] = {
+SENET_LAYOUTS: dict[str, tuple] = {
     "se_resnet50": (SEResNetBottleneck, [3, 4, 6, 3], 1, 64, False, 1, 0),
     "se_resnet101": (SEResNetBottleneck, [3, 4, 23, 3], 1, 64, False, 1, 0),
     "se_resnet152": (SEResNetBottleneck, [3, 8, 36, 3], 1, 64, False, 1, 0),
@@ -216,8 +216,8 @@ SENET_SPECS: dict[str, tuple] = {
 
 
 def senet(name: str, last_stride: int = 2) -> SENet:
-    """A SENet-family trunk by name (see ``SENET_SPECS``)."""
-    block, layers, groups, inplanes, input_3x3, ds_k, ds_p = SENET_SPECS[name]
+    """A SENet-family trunk by name (see ``SENET_LAYOUTS``)."""
+    block, layers, groups, inplanes, input_3x3, ds_k, ds_p = SENET_LAYOUTS[name]
     return SENet(block, layers, groups=groups, reduction=16, inplanes=inplanes,
                  input_3x3=input_3x3, downsample_kernel_size=ds_k, downsample_padding=ds_p,
                  last_stride=last_stride)
