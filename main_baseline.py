@@ -122,7 +122,8 @@ def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
 
     if cfg.EVALUATE_ONLY:
         load_model_weights(model, load_file(cfg.TEST.WEIGHT),
-                           source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)")
+                           source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)",
+                           retrieval_only=True)
         model.to(device)
         run_evaluation(cfg, model, query_loader, gallery_loader, dataset, device, run_dir)
         return 0

@@ -22,6 +22,7 @@ import torch.nn as nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from engine.compile import compile_for_training
 from engine.distributed import unwrap
 from engine.evaluator import evaluate, evaluation_kwargs
 from engine.precision import amp_settings
@@ -159,6 +160,11 @@ class Trainer:
         self.device = device
         self.run_dir = run_dir
         self.checkpointer = Checkpointer(run_dir) if run_dir else None
+        # SOLVER.COMPILE: the forward and the loss through torch.compile (eager on failure);
+        # the state (weights, BatchNorm statistics, centres) stays that of model / criterion
+        compiled = bool(cfg.SOLVER.COMPILE)
+        self._forward = compile_for_training(model, "the model") if compiled else model
+        self._loss = compile_for_training(criterion, "the loss") if compiled else criterion
         self.amp_dtype, use_scaler = amp_settings(cfg, device, log=True)
         self.scaler = torch.amp.GradScaler(
             device.type, init_scale=cfg.SOLVER.GRAD_SCALER_INIT_SCALE,
@@ -405,9 +411,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             with timer("forward"):
-                outputs = self.model(clips)
+                outputs = self._forward(clips)
             with timer("loss"):
-                losses = self.criterion(outputs, pids, attrs)
+                losses = self._loss(outputs, pids, attrs)
         with timer("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             if self.center_optimizer is not None:

@@ -235,8 +235,11 @@ def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
     return hints
 
 
+ID_CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")   # the identity classifier
+
+
 def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping,
-                       source: str | None = None) -> None:
+                       source: str | None = None, retrieval_only: bool = False) -> None:
     """Load a whole-model checkpoint strictly (evaluation-only runs, PRETRAIN_CHOICE "self").
 
     Accepts this project's checkpoints (a dict with "model"), plain state dicts and the
@@ -248,6 +251,9 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
         path_or_state_dict: a file path, or an already loaded checkpoint / state dict.
         source: how messages name an already loaded checkpoint, e.g. ``"checkpoint 'x.pth'"``
             (default: the path, or "checkpoint").
+        retrieval_only: the model only extracts features (evaluation, export): an identity
+            classifier that does not fit (a checkpoint trained on another dataset, with another
+            number of identities) is not loaded, with one log line; retrieval never uses it.
 
     Raises:
         UserError: unreadable file, or keys/shapes that do not fit the model; the message lists
@@ -267,6 +273,18 @@ def load_model_weights(model: nn.Module, path_or_state_dict: str | os.PathLike |
         logger.info("Dropped the backbone's unused ImageNet classifier (%s) of %s: the "
                     "original's resnet50_ibn_a keeps it, this model does not need it.",
                     ", ".join(dropped), source)
+    if retrieval_only:
+        unfit = [k for k in ID_CLASSIFIER_KEYS if k in state
+                 and (k not in target or tuple(state[k].shape) != tuple(target[k].shape))]
+        if unfit:
+            shapes = ", ".join(f"{k} {list(state[k].shape)} vs the model's "
+                               f"{list(target[k].shape) if k in target else 'none'}"
+                               for k in unfit)
+            state = {k: v for k, v in state.items() if k not in unfit}
+            target = {k: v for k, v in target.items() if k not in ID_CLASSIFIER_KEYS}
+            logger.info("The identity classifier of %s does not fit this dataset (%s): loaded "
+                        "everything else; retrieval does not use the classifier.", source,
+                        shapes)
     missing, unexpected, shapes = _compare(state, target)
     if missing or unexpected or shapes:
         parts = [f"{len(keys)} {kind} ({_listed(keys)})"

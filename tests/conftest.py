@@ -59,3 +59,27 @@ def tiny_mars(tmp_path_factory) -> Path:
     write_synthetic_dataset(root, fmt="mars", ids=12, tracklets=3, frames=6, size=(32, 16),
                             seed=1)
     return root
+
+
+# Tests that train (a run of main_baseline, a Trainer's steps) or start processes take seconds
+# to minutes each: they are marked "slow", so `python -m pytest -q -m "not slow"` leaves them
+# out while iterating (CI runs everything).
+_SLOW_CALLS = ("main_baseline.main(", "subprocess.", "torchrun(", "_trainer(", "good_run(",
+               "train_demo(", "Popen(")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains a model or starts a process (seconds to "
+                                       "minutes); deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        try:
+            source = inspect.getsource(item.function)
+        except (OSError, TypeError):
+            continue
+        if any(call in source for call in _SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)
