@@ -1,30 +1,36 @@
-"""Dense feature extraction and the evaluation protocol (SPEC §6).
+"""Dense feature extraction and the evaluation protocol.
 
 Every dense clip of every tracklet goes through the model in eval mode; clips of several
 tracklets are packed into one forward of up to ``clips_per_batch`` clips, and the clip features
-of a tracklet are pooled ("avg" or "max", the same for query and gallery).
+of a tracklet are pooled ("avg" or "max", the same for query and gallery). Query and gallery
+features are ranked by their float32 distances (CMC and mAP of the MARS / DukeMTMC-VideoReID
+protocol: gallery tracklets of the query's identity and camera are no retrievals).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-import os
-import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from tqdm import tqdm
 from yacs.config import CfgNode
 
 from data.attributes import decode_attribute_logits
-from engine.precision import amp_settings
+from engine.compile import FallbackCompiled
+from engine.precision import evaluation_dtype
 from engine.recorder import RunRecorder
 from modeling import VideoBaseline, fold_batch_norms
+from modeling.build import update_folded_weights
+from utils.comm import is_main_process
 from utils.metrics import attribute_metrics, compute_distance_matrix, evaluate_rank
 from utils.reranking import re_ranking
 
@@ -99,27 +105,42 @@ def channels_last_clips(clips: list[torch.Tensor]) -> torch.Tensor:
 
 
 class CompiledForward:
-    """The eval forward of a model through ``torch.compile`` (TEST.COMPILE): inductor with the
-    weights frozen into the graph (constant-folded; on a CPU prepacked for oneDNN and fused
-    with the following additions and ReLUs). The same features to float rounding.
+    """The eval forward of a model through ``torch.compile`` (TEST.COMPILE; inductor), with the
+    same features to float rounding.
 
-    One graph serves every forward: inputs are given the loaders' channels-last layout, and a
-    smaller forward than the first (the last of an extraction) is padded with zero clips, whose
-    outputs are dropped. Compilation happens at the first call (tens of seconds on a CPU) and
-    writes its files into a temporary folder removed with this object. When it fails (e.g. no
-    C++ compiler for the CPU code) the model runs uncompiled, with a warning.
+    One graph serves every forward: inputs are given the loaders' channels-last layout, a
+    smaller forward than the first (the last of an extraction) is padded with zero clips whose
+    outputs are dropped, and a larger one is run in pieces of the first's size. Compilation
+    happens at the first call (tens of seconds on a CPU) and writes its files into a temporary
+    folder removed with this object (:class:`engine.compile.CompilerFiles`). When it fails
+    (e.g. no C++ compiler for the CPU code) the model runs uncompiled, with one warning
+    (:class:`engine.compile.FallbackCompiled`).
+
+    By default the weights are inputs of the graph (inductor's ``freezing`` off): the weights
+    of ``model`` may change between calls (:func:`inference_model` updates its eval copy in
+    place before every evaluation of a training run) and the graph computes with the current
+    ones, so it is compiled once per training run. With ``freeze`` the weights are constants
+    of the graph (on a CPU prepacked for oneDNN and fused with the additions and ReLUs that
+    follow: forwards about 1.3x faster than uncompiled on a 2-core CPU, where the unfrozen
+    graph is about as fast as the uncompiled model), valid only while they do not change: for
+    the one evaluation of an evaluation-only run.
 
     Args:
         model: an eval-mode model (e.g. :func:`modeling.fold_batch_norms`'s copy).
+        freeze: freeze the weights into the graph (they must not change afterwards).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, freeze: bool = False) -> None:
         self.model = model
+        self.freeze = freeze
         self._clips: int | None = None       # batch size of the compiled graph
-        self._files = tempfile.TemporaryDirectory(prefix="reid-compile-",
-                                                  ignore_cleanup_errors=True)
-        with self._compiler_files():
-            self._compiled: Any = torch.compile(model, dynamic=False)
+        self._forward = FallbackCompiled(model, "the extraction", "TEST.COMPILE", dynamic=False,
+                                         options={"freezing": freeze})
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the forwards still go through the compiler (False after a fallback)."""
+        return self._forward.compiled
 
     def eval(self) -> CompiledForward:
         self.model.eval()
@@ -127,65 +148,95 @@ class CompiledForward:
 
     def __call__(self, clips: torch.Tensor):
         """clips (n, T, 3, H, W) -> the model's eval outputs for them."""
-        n = clips.shape[0]
-        if self._clips is not None and n < self._clips:
-            padded = channels_last_clips([clips, clips.new_zeros((self._clips - n,
-                                                                  *clips.shape[1:]))])
-            return tree_map(lambda out: out[:n], self(padded))
-        clips = channels_last_clips([clips])
-        if self._clips is not None:
-            return self._run(clips)
-        try:
-            out = self._run(clips)
-        except Exception as e:  # noqa: BLE001 - any compiler failure: run uncompiled
-            logger.warning("TEST.COMPILE: torch.compile failed (%s: %s); extracting without "
-                           "it. Set TEST.COMPILE False to skip the attempt.",
-                           type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            self._compiled = self.model
-            out = self._run(clips)
+        n, size = clips.shape[0], self._clips
+        if size is not None and n > size:
+            return _cat_outputs([self(clips[s:s + size]) for s in range(0, n, size)])
+        if size is not None and n < size:
+            padded = channels_last_clips([clips, clips.new_zeros((size - n, *clips.shape[1:]))])
+            return tree_map(lambda out: out[:n], self._run(padded))
+        out = self._run(channels_last_clips([clips]))
         self._clips = n
         return out
 
     def _run(self, clips: torch.Tensor):
-        from torch._inductor import config as inductor_config  # loads the compiler: on use
-
-        # frozen weights; no precompiled headers (their folder is not the temporary one)
-        with self._compiler_files(), inductor_config.patch(freezing=True,
-                                                           cpp_cache_precompile_headers=False):
-            return self._compiled(clips)
-
-    @contextlib.contextmanager
-    def _compiler_files(self) -> Iterator[None]:
-        """The compiler's cache folder (TORCHINDUCTOR_CACHE_DIR) is the temporary one."""
-        before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = self._files.name
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+        """One forward of the compiled graph (of ``self._clips`` clips, but the first)."""
+        return self._forward(clips)
 
 
-def inference_model(model: nn.Module, fold_bn: bool = True,
-                    compile_model: bool = False) -> nn.Module | CompiledForward:
-    """The model as extraction runs it: in eval mode; for a VideoBaseline with ``fold_bn`` a
-    copy with its BatchNorms folded (:func:`modeling.fold_batch_norms`); with
-    ``compile_model`` (TEST.COMPILE) through :class:`CompiledForward`."""
+def _cat_outputs(outs: list) -> Any:
+    """The model outputs of consecutive pieces of a batch as the outputs of the whole batch:
+    each tensor of the (nested) outputs concatenated along dim 0."""
+    leaves, spec = tree_flatten(outs[0])
+    pieces = [tree_flatten(o)[0] for o in outs]
+    return tree_unflatten([torch.cat([p[i] for p in pieces]) for i in range(len(leaves))], spec)
+
+
+def _weights_signature(model: nn.Module) -> tuple:
+    """What an eval copy of ``model`` depends on besides the values of its weights: the class,
+    the channels_last setting and every parameter and buffer's name, shape, dtype and device."""
+    return (type(model), getattr(model, "channels_last", None),
+            tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in model.state_dict().items()))
+
+
+# TEST.COMPILE: one compiled eval copy per model, kept across evaluations (a training run
+# evaluates every EVAL_PERIOD epochs) and dropped with the model.
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, CompiledForward]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _compiled_eval_copy(model: nn.Module, fold_bn: bool) -> CompiledForward:
+    """The :class:`CompiledForward` of ``model``'s eval copy (folded with ``fold_bn`` for a
+    VideoBaseline), with the copy's weights updated to ``model``'s current ones.
+
+    The first evaluation of a model builds the copy and its compiled forward; later ones only
+    copy the weights into it (:func:`modeling.build.update_folded_weights`), so the graph is
+    compiled once and memory stays flat. A model whose structure changed (another state-dict
+    layout, device or dtype) gets a new copy.
+    """
+    fold = fold_bn and isinstance(model, VideoBaseline)
+    key = (fold, _weights_signature(model))
+    entry = _COMPILED.get(model)
+    if entry is not None and entry[0] == key:
+        update_folded_weights(entry[1].model, model)
+        return entry[1]
+    copy_ = fold_batch_norms(model) if fold else copy.deepcopy(model).eval().requires_grad_(False)
+    forward = CompiledForward(copy_)
+    _COMPILED[model] = (key, forward)
+    return forward
+
+
+def inference_model(model: nn.Module, fold_bn: bool = True, compile_model: bool = False,
+                    freeze: bool = False) -> nn.Module | CompiledForward:
+    """The model as extraction runs it (its eval forward: clips (B, T, 3, H, W) ->
+    (feat (B, D), attr_logits)).
+
+    ``model`` is put in eval mode. Uncompiled: for a VideoBaseline with ``fold_bn`` a copy with
+    its BatchNorms folded (:func:`modeling.fold_batch_norms`), else ``model`` itself. With
+    ``compile_model`` (TEST.COMPILE): the :class:`CompiledForward` of an eval copy of ``model``
+    (folded as above), the same one at every call for the same model, its weights updated to
+    ``model``'s current ones (one compilation per training run). With ``compile_model`` and
+    ``freeze``: a new :class:`CompiledForward` with the weights frozen into its graph, for a
+    process's single evaluation of these weights (an evaluation-only run): each call compiles
+    again and its graph stays in torch's cache, so not for repeated evaluations.
+    """
     model.eval()
+    if isinstance(model, CompiledForward):
+        return model
+    if compile_model and not freeze:
+        return _compiled_eval_copy(model, fold_bn)
     if fold_bn and isinstance(model, VideoBaseline):
         model = fold_batch_norms(model)
-    return CompiledForward(model) if compile_model else model
+    return CompiledForward(model, freeze=True) if compile_model else model
 
 
 def _packed(loader: Iterable, clips_per_batch: int, meta: list
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     """Forwards of up to ``clips_per_batch`` clips, packed across tracklets in loader order.
 
-    Yields ``(clips (c, T, 3, H, W), owner (c,))`` with the tracklet index of every clip;
-    appends ``(pid, camid, attr_idx)`` of every tracklet to ``meta``. The last forward holds
-    the leftover clips.
+    Yields ``(clips (c, T, 3, H, W), owner (c,), done)`` with the tracklet index of every clip
+    and the number of tracklets whose clips are all in this or earlier forwards; appends
+    ``(pid, camid, attr_idx)`` of every tracklet to ``meta``. The last forward holds the
+    leftover clips.
     """
     pending: list[torch.Tensor] = []   # clip tensors waiting for a forward
     owners: list[torch.Tensor] = []    # tracklet index of every pending clip
@@ -200,18 +251,32 @@ def _packed(loader: Iterable, clips_per_batch: int, meta: list
         clips, owner = channels_last_clips(pending), torch.cat(owners)
         full = clips.shape[0] - clips.shape[0] % clips_per_batch
         for start in range(0, full, clips_per_batch):
-            yield clips[start:start + clips_per_batch], owner[start:start + clips_per_batch]
+            end = start + clips_per_batch
+            # tracklets first..i have clips left after this forward (owners are consecutive)
+            first = int(owner[end]) if end < len(owner) else i + 1
+            yield clips[start:end], owner[start:end], first
         pending, owners = [clips[full:]], [owner[full:]]
         n_pending = clips.shape[0] - full
     if n_pending:
-        yield channels_last_clips(pending), torch.cat(owners)
+        yield channels_last_clips(pending), torch.cat(owners), len(meta)
+
+
+def _progress_bar(total: int, desc: str, progress: bool | None) -> tqdm:
+    """The extraction's progress bar on stderr, in tracklets (rate and time left): with
+    ``progress`` None only where stderr is a terminal (as the training bar), True always,
+    False never; only on the main process."""
+    disable = True if progress is False or not is_main_process() else (
+        None if progress is None else False)
+    return tqdm(total=total, desc=desc, unit="tracklet", disable=disable, leave=False,
+                dynamic_ncols=True, mininterval=0.5)
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
                      clips_per_batch: int = 128, pool: str = "avg",
                      amp_dtype: torch.dtype | None = None, fold_bn: bool = True,
-                     compile_model: bool = False) -> dict:
+                     compile_model: bool = False, progress: bool | None = None,
+                     desc: str = "features") -> dict:
     """Features of every tracklet of ``loader`` (one item per tracklet).
 
     Args:
@@ -222,11 +287,15 @@ def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
         device: device of the forward passes.
         clips_per_batch: most clips in one forward; clips of several tracklets are packed.
         pool: "avg" (mean of the clip features) or "max" (element-wise max).
-        amp_dtype: autocast dtype on CUDA (None for float32).
+        amp_dtype: autocast dtype of the forwards on ``device`` (float16 or bfloat16; None for
+            float32). The features are pooled in float32 either way.
         fold_bn: run a copy of a VideoBaseline with its BatchNorms folded into the
             convolutions (:func:`modeling.fold_batch_norms`: the same features to float
             rounding, faster).
         compile_model: run the forwards through :class:`CompiledForward` (TEST.COMPILE).
+        progress: a progress bar on stderr (tracklets done, rate, time left): None where stderr
+            is a terminal, True always, False never; only on the main process.
+        desc: the bar's label.
 
     Returns:
         dict with ``feats`` (M, D) float32 on ``device``, ``pids``/``camids`` (M,) int64 numpy,
@@ -236,15 +305,21 @@ def extract_features(model: nn.Module, loader: Iterable, device: torch.device,
     model = inference_model(model, fold_bn, compile_model)
     pooled = _PooledFeatures(len(loader), pool, device)   # one loader item per tracklet
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype)
-                if amp_dtype is not None and device.type == "cuda" else contextlib.nullcontext())
+                if amp_dtype is not None else contextlib.nullcontext())
     meta: list[tuple[int, int, torch.Tensor]] = []
     total_clips = 0
-    for clips, owner in _packed(loader, clips_per_batch, meta):
-        owner = owner.to(device)
-        with autocast:
-            f, attr = model(clips.to(device, non_blocking=True))
-        pooled.add(f.float(), _flat_attr_logits(attr), owner)
-        total_clips += clips.shape[0]
+    start = time.perf_counter()
+    with _progress_bar(len(loader), desc, progress) as bar:
+        for clips, owner, done in _packed(loader, clips_per_batch, meta):
+            owner = owner.to(device)
+            with autocast:
+                f, attr = model(clips.to(device, non_blocking=True))
+            pooled.add(f.float(), _flat_attr_logits(attr), owner)
+            total_clips += clips.shape[0]
+            if not bar.disable:
+                rate = total_clips / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"{total_clips} clips, {rate:.1f} clips/s", refresh=False)
+                bar.update(done - bar.n)
     feats, attr_logits = pooled.result(len(meta))
     targets = [t for _, _, t in meta]
     return {
@@ -269,8 +344,16 @@ def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "c
             distances.
 
     Returns:
-        (M, N) float32 numpy array.
+        (M, N) float32 numpy array: computed in float32 whatever the features' dtype (e.g.
+        float16 / bfloat16 from autocast) and outside any autocast region.
     """
+    qf, gf = qf.float(), gf.float()
+    with torch.autocast(qf.device.type, enabled=False):
+        return _distances(qf, gf, metric, feat_norm, re_rank)
+
+
+def _distances(qf: torch.Tensor, gf: torch.Tensor, metric: str, feat_norm: bool,
+               re_rank: bool) -> np.ndarray:
     if feat_norm:
         qf = torch.nn.functional.normalize(qf, dim=1)
         gf = torch.nn.functional.normalize(gf, dim=1)
@@ -287,19 +370,26 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
              re_rank: bool = False, clips_per_batch: int = 128, pool: str = "avg",
              amp_dtype: torch.dtype | None = None, attr_lens: list[list[int]] | None = None,
              attr_names: list[str] | None = None, max_rank: int = 50,
-             compile_model: bool = False) -> dict:
+             compile_model: bool = False, freeze: bool = False,
+             progress: bool | None = None) -> dict:
     """Extract query and gallery features, rank, and compute CMC/mAP and attribute metrics.
+
+    The arguments are :func:`extract_features`'s and :func:`query_gallery_distances`'s;
+    ``attr_lens`` / ``attr_names``: the attribute groups' class counts and names (attribute
+    metrics with attribute streams); ``max_rank``: length of the CMC curve; ``freeze``: with
+    ``compile_model``, the weights frozen into the graph (:func:`inference_model`: for the one
+    evaluation of an evaluation-only run).
 
     Returns:
         dict with ``R1, R5, R10, R20, mAP`` (fractions), ``cmc`` (np.ndarray), ``seconds``,
         ``clips_per_s``, and, with attributes, ``attr`` (see utils.metrics.attribute_metrics).
     """
     t0 = time.perf_counter()
-    model = inference_model(model, True, compile_model)   # once for both extractions
+    model = inference_model(model, True, compile_model, freeze)   # once for both extractions
     q = extract_features(model, query_loader, device, clips_per_batch, pool, amp_dtype,
-                         fold_bn=False)
+                         fold_bn=False, progress=progress, desc="query features")
     g = extract_features(model, gallery_loader, device, clips_per_batch, pool, amp_dtype,
-                         fold_bn=False)
+                         fold_bn=False, progress=progress, desc="gallery features")
     t_extract = time.perf_counter() - t0
     distmat = query_gallery_distances(q["feats"], g["feats"], metric, feat_norm, re_rank)
     cmc, mAP = evaluate_rank(distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank)
@@ -332,9 +422,12 @@ def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
 
 def run_evaluation(cfg: CfgNode, model: nn.Module, query_loader: Any, gallery_loader: Any,
                    dataset: Any, device: torch.device, run_dir: str | None) -> dict:
-    """Evaluation-only run: evaluate, log the results table, write metrics.json."""
-    amp_dtype, _ = amp_settings(cfg, device)
-    results = evaluate(model, query_loader, gallery_loader, device,
+    """Evaluation-only run: evaluate, log the results table, write metrics.json.
+
+    Its single evaluation freezes the weights into a compiled graph (TEST.COMPILE; the faster
+    graph on a CPU, see :class:`CompiledForward`)."""
+    amp_dtype = evaluation_dtype(cfg, device)
+    results = evaluate(model, query_loader, gallery_loader, device, freeze=True,
                        **evaluation_kwargs(cfg, dataset, device, amp_dtype))
     RunRecorder(run_dir, tensorboard=False, info={"weights": cfg.TEST.WEIGHT}).evaluation(
         0, results, f"Results of {cfg.TEST.WEIGHT or 'the model'} ({results['seconds']:.1f} s)")

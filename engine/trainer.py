@@ -25,7 +25,7 @@ from yacs.config import CfgNode
 from engine.compile import compile_for_training
 from engine.distributed import unwrap
 from engine.evaluator import evaluate, evaluation_kwargs
-from engine.precision import amp_settings
+from engine.precision import amp_settings, evaluation_dtype
 from engine.recorder import RunRecorder
 from layers import make_loss
 from modeling import load_model_weights
@@ -297,7 +297,7 @@ class Trainer:
     def _evaluate_and_keep_best(self, epoch: int) -> dict:
         results = evaluate(self.bare_model, self.query_loader, self.gallery_loader, self.device,
                            **evaluation_kwargs(self.cfg, self.dataset, self.device,
-                                               self.amp_dtype))
+                                               evaluation_dtype(self.cfg, self.device)))
         self.recorder.evaluation(
             epoch, results, f"Validation results, epoch {epoch} ({results['seconds']:.1f} s, "
                             f"{results['clips_per_s']:.1f} clips/s)")

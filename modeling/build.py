@@ -7,8 +7,7 @@ import logging
 
 import torch
 import torch.nn as nn
-from torch.fx.experimental.optimization import fuse
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from yacs.config import CfgNode
 
 from utils.errors import UserError
@@ -41,27 +40,124 @@ def resolve_channels_last(setting: bool | str, device: torch.device | str,
     return bool(setting)
 
 
+def _plain_batch_norm(bn: nn.SyncBatchNorm, cls: type[nn.modules.batchnorm._BatchNorm]
+                      ) -> nn.modules.batchnorm._BatchNorm:
+    """A ``cls`` (BatchNorm1d / BatchNorm2d) with ``bn``'s settings, parameters and buffers (the
+    same tensors) and mode."""
+    plain = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    for name, tensor in [*bn.named_parameters(recurse=False), *bn.named_buffers(recurse=False)]:
+        setattr(plain, name, tensor)
+    return plain.train(bn.training)
+
+
+def _without_sync_batch_norms(model: VideoBaseline) -> None:
+    """Replace every ``SyncBatchNorm`` of ``model`` (``nn.SyncBatchNorm.convert_sync_batchnorm``,
+    MODEL.SYN_BN) by the plain BatchNorm it was, in place: ``BatchNorm1d`` for the BNNeck
+    ``bottleneck`` (2-d features), ``BatchNorm2d`` everywhere else (the backbones' and the
+    attribute streams' norms are all 2-d). In eval mode both compute the same."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.SyncBatchNorm):
+                one_d = module is model and child_name == "bottleneck"
+                setattr(module, child_name,
+                        _plain_batch_norm(child, nn.BatchNorm1d if one_d else nn.BatchNorm2d))
+
+
+def _fold_traced(module: nn.Module, prefix: str) -> tuple[torch.fx.GraphModule, list]:
+    """``module`` traced by ``torch.fx`` with every conv -> BatchNorm2d pair folded into the
+    convolution (a ``Conv2d`` called once whose output feeds only a ``BatchNorm2d`` called once
+    that has running statistics); returns the graph module and the folded
+    ``(prefix + conv name, prefix + bn name)`` pairs. ``module`` must be in eval mode."""
+    traced = torch.fx.symbolic_trace(module)
+    modules = dict(traced.named_modules())
+    calls: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or type(modules[node.target]) is not nn.BatchNorm2d:
+            continue
+        conv_node, bn = node.args[0], modules[node.target]
+        if not (isinstance(conv_node, torch.fx.Node) and conv_node.op == "call_module"
+                and type(modules[conv_node.target]) is nn.Conv2d and len(conv_node.users) == 1
+                and calls[conv_node.target] == 1 and calls[node.target] == 1
+                and bn.track_running_stats):
+            continue
+        parent, _, name = conv_node.target.rpartition(".")
+        setattr(traced.get_submodule(parent), name,
+                fuse_conv_bn_eval(modules[conv_node.target], bn))
+        node.replace_all_uses_with(conv_node)
+        traced.graph.erase_node(node)
+        pairs.append((prefix + conv_node.target, prefix + node.target))
+    traced.graph.lint()
+    traced.recompile()
+    traced.delete_all_unused_submodules()
+    return traced, pairs
+
+
 def fold_batch_norms(model: VideoBaseline) -> VideoBaseline:
     """An eval-mode copy of ``model`` whose backbone has each BatchNorm folded into the
     convolution before it (``torch.fx``: a conv -> bn pair whose conv feeds nothing else), and
-    so have the attribute streams (their ``conv`` -> ``bn``).
+    so have the attribute streams (their ``conv`` -> ``bn``). SyncBatchNorms (MODEL.SYN_BN) are
+    folded the same way: the copy holds plain BatchNorms first (:func:`_without_sync_batch_norms`;
+    the BNNeck, which follows no convolution, stays a ``BatchNorm1d``).
 
     In eval mode a BatchNorm is a fixed per-channel affine map, so folding it into the
     convolution's weight and bias computes the same features (to float rounding) without the
     normalisation passes: extraction about 10% faster on a CPU. For inference only (the copy's
-    backbone is a ``torch.fx.GraphModule``, without gradient checkpointing); ``model`` is
-    left as it is.
+    backbone is a ``torch.fx.GraphModule``, without gradient checkpointing; its parameters do
+    not require gradients); ``model`` is left as it is. The copy's ``bn_folds`` lists the folded
+    ``(conv, bn)`` module names of ``model``: :func:`update_folded_weights` brings the copy up to
+    date after ``model``'s weights change.
+
+    Forward of the copy as ``model``'s eval forward: clips (B, T, 3, H, W) -> (feat (B, D),
+    attr_logits).
     """
-    folded = copy.deepcopy(model).eval()
-    folded.base = fuse(folded.base, inplace=True)
+    folded = copy.deepcopy(model).eval()        # (parameters are copied without their .grad)
+    _without_sync_batch_norms(folded)
+    folded.base, pairs = _fold_traced(folded.base, "base.")
     for name in ("multi_attr_recoger1", "multi_attr_recoger2"):     # the attribute streams
         stream = getattr(folded, name, None)
-        if isinstance(getattr(stream, "bn", None), nn.BatchNorm2d):
+        if type(getattr(stream, "bn", None)) is nn.BatchNorm2d and stream.bn.track_running_stats:
             stream.conv = fuse_conv_bn_eval(stream.conv, stream.bn)
             stream.bn = nn.Identity()
+            pairs.append((f"{name}.conv", f"{name}.bn"))
+    folded.requires_grad_(False)
     if folded.channels_last:
         folded.to(memory_format=torch.channels_last)
+    folded.bn_folds = tuple(pairs)
     return folded
+
+
+@torch.no_grad()
+def update_folded_weights(folded: nn.Module, model: nn.Module) -> None:
+    """Copy ``model``'s current weights into its eval copy ``folded``, in place.
+
+    ``folded`` is :func:`fold_batch_norms`'s copy of ``model`` (or a plain ``copy.deepcopy``: no
+    ``bn_folds``). The folded convolutions get the folding of ``model``'s current convolution
+    and BatchNorm (weights and running statistics); every other parameter and buffer is copied
+    by name. The copy's tensors stay the same objects with the same layout, so a compiled
+    forward of the copy stays valid (if it does not freeze the weights into its graph) and
+    computes ``model``'s current eval forward.
+
+    Raises:
+        KeyError: ``folded`` is not a copy of ``model`` (a tensor of it has no source).
+    """
+    source = dict(model.named_parameters())
+    source.update(model.named_buffers())
+    modules, targets = dict(model.named_modules()), dict(folded.named_modules())
+    done = set()
+    for conv_name, bn_name in getattr(folded, "bn_folds", ()):
+        conv, bn = modules[conv_name], modules[bn_name]
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                            bn.running_var, bn.eps, bn.weight, bn.bias)
+        targets[conv_name].weight.copy_(weight)
+        targets[conv_name].bias.copy_(bias)
+        done.update((f"{conv_name}.weight", f"{conv_name}.bias"))
+    for name, tensor in [*folded.named_parameters(), *folded.named_buffers()]:
+        if name not in done:
+            tensor.copy_(source[name])
 
 
 def build_model(cfg: CfgNode, num_classes: int, attr_lens: list[list[int]] | None,

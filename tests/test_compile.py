@@ -71,9 +71,11 @@ def rss_bytes() -> int:
 def counting_compile(monkeypatch):
     """torch.compile with Dynamo's CompileCounter backend (traced, then run eagerly)."""
     counter = CompileCounter()
+    counter.options = []                       # the inductor options each compilation asked for
     real = torch.compile
 
     def compile_(module, **kwargs):
+        counter.options.append(kwargs.get("options"))
         return real(module, backend=counter, dynamic=kwargs.get("dynamic"))
 
     monkeypatch.setattr(torch, "compile", compile_)
@@ -116,6 +118,31 @@ def test_the_compiled_copy_is_rebuilt_when_the_model_changes_shape(counting_comp
     items = [(c.double(), *rest) for c, *rest in items]
     torch.testing.assert_close(extract_features(model, items, CPU, 4, compile_model=True)["feats"],
                                extract_features(model, items, CPU, 4, fold_bn=False)["feats"])
+
+
+def test_training_evaluations_keep_the_weights_live_evaluation_only_runs_freeze_them(
+        counting_compile, monkeypatch):
+    """The reused graph takes the weights as inputs (inductor's freezing off: frozen constants
+    would be stale after the next epoch); the one evaluation of an evaluation-only run
+    (run_evaluation) freezes them (faster on a CPU), in a graph of its own."""
+    model, items = make_model(), tracklets()
+    extract_features(model, items, CPU, 4, compile_model=True)
+    assert counting_compile.options[-1]["freezing"] is False
+    frozen = evaluator.inference_model(model, compile_model=True, freeze=True)
+    assert frozen is not evaluator.inference_model(model, compile_model=True)
+    assert counting_compile.options[-1]["freezing"] is True and frozen.freeze
+    torch.testing.assert_close(extract_features(frozen, items, CPU, 4, fold_bn=False)["feats"],
+                               extract_features(model, items, CPU, 4, fold_bn=False)["feats"],
+                               rtol=1e-5, atol=1e-5)
+    seen = {}
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **kw: seen.update(kw) or {"seconds": 0})
+    monkeypatch.setattr(evaluator, "RunRecorder", lambda *a, **kw: type(
+        "R", (), {"evaluation": lambda *a: None})())
+    from config import load_cfg
+
+    evaluator.run_evaluation(load_cfg(None, ["TEST.COMPILE", "True"]), model, items, items,
+                             None, CPU, None)
+    assert seen["freeze"] is True and seen["compile_model"] is True
 
 
 def test_update_folded_weights_gives_the_current_models_features():
@@ -216,21 +243,26 @@ def test_compiler_files_go_to_a_temporary_folder_removed_afterwards(monkeypatch)
 
 
 # ----------------------------------------------------------------------------- training
-def training_setup(seed=0):
+def training_setup(dtype=torch.float32, eps=None):
     """A small resnet18 VideoBaseline in train mode, the real criterion of the default config
-    (cross entropy, triplet, AITL, attribute BCE) and the config's optimizer (Adam)."""
-    cfg = load_cfg(None, ["MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[32, 16]",
-                          "INPUT.SIZE_TEST", "[32, 16]", "SOLVER.BASE_LR", "0.001"])
+    (cross entropy, triplet, AITL, attribute BCE) and the config's optimizer (fused Adam; with
+    ``eps`` if given), the model's weights in ``dtype``."""
     from data.attributes import MARS_SCHEMA
     from solver import make_optimizer
 
-    torch.manual_seed(seed)
+    cfg = load_cfg(None, ["MODEL.NAME", "resnet18", "INPUT.SIZE_TRAIN", "[32, 16]",
+                          "INPUT.SIZE_TEST", "[32, 16]", "SOLVER.BASE_LR", "0.001"])
+    torch.manual_seed(0)
     model = VideoBaseline(4, "resnet18", attr_lens=MARS_SCHEMA.attr_lens, input_size=SIZE)
-    criterion = make_loss(cfg, 4, MARS_SCHEMA.attr_lens, feat_dim=model.feat_dim)
-    return model.train(), criterion, make_optimizer(cfg, model)
+    model.to(dtype)
+    criterion = make_loss(cfg, 4, MARS_SCHEMA.attr_lens, feat_dim=model.feat_dim).to(dtype)
+    optimizer = make_optimizer(cfg, model)
+    for group in optimizer.param_groups:
+        group["eps"] = group["eps"] if eps is None else eps
+    return model.train(), criterion, optimizer
 
 
-def training_batches(steps, seed=7):
+def training_batches(steps, dtype=torch.float32, seed=7):
     """Batches of 4 clips, 2 identities x 2 (the triplet and AITL terms need positives),
     with "bce" attribute targets of the MARS schema."""
     from data.attributes import MARS_SCHEMA
@@ -238,10 +270,10 @@ def training_batches(steps, seed=7):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(steps):
-        clips = torch.randn(4, T, 3, *SIZE, generator=g)
+        clips = torch.randn(4, T, 3, *SIZE, generator=g).to(dtype)
         pids = torch.tensor([0, 0, 1, 1])
         attrs = [torch.cat([nn.functional.one_hot(torch.randint(0, c, (4,), generator=g), c)
-                            for c in lens], 1).float() for lens in MARS_SCHEMA.attr_lens]
+                            for c in lens], 1).to(dtype) for lens in MARS_SCHEMA.attr_lens]
         out.append((clips, pids, attrs))
     return out
 
@@ -262,13 +294,23 @@ def train_steps(model, criterion, optimizer, batches, forward=None, loss=None):
 def test_compiled_training_steps_equal_the_eager_steps(tmp_path, monkeypatch):
     """SOLVER.COMPILE: three compiled steps (model and loss through compile_for_training,
     inductor) give the eager steps' losses, weights and BatchNorm running statistics to float
-    rounding, and the compiler's files stay in its temporary folder."""
+    rounding, and the compiler's files stay in its temporary folder.
+
+    Conditioned so that no compared quantity is rounding noise. Adam steps each weight by
+    about lr * g / (|g| + eps): a weight whose gradient is mere rounding noise (the attribute
+    streams' conv bias before a BatchNorm; the many dead units of this tiny model, up to 2/3 of
+    a layer with |g| < 1e-8) moves by up to lr in the noise's direction when the noise is not
+    far below eps, so two correct implementations drift apart by lr a step (in float32, eager
+    NCHW and eager channels_last already do). Hence the model runs in float64, and since the
+    criterion computes its distances in float32 (gradient noise up to 3e-8 absolute with the
+    loss compiled), eps = 1e-3: the noise then changes an update by at most lr * 3e-8 / eps =
+    3e-8, against steps of 1e-3 (measured: weights equal to 2e-8, BatchNorm statistics, which
+    move by about 1, to 1e-7, losses to 1.7e-7 relative: float32 rounding).
+    """
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "default-cache"))
-    batches = training_batches(3)
-    eager = training_setup()
-    compiled = training_setup()
-    assert all(torch.equal(a, b) for a, b in zip(eager[0].state_dict().values(),
-                                                  compiled[0].state_dict().values()))
+    batches = training_batches(3, torch.float64)
+    eager, compiled = training_setup(torch.float64, 1e-3), training_setup(torch.float64, 1e-3)
+    initial = {k: v.clone() for k, v in eager[0].state_dict().items()}
     eager_losses = train_steps(*eager, batches)
     forward = compile_for_training(compiled[0], "the model")
     loss = compile_for_training(compiled[1], "the loss")
@@ -276,21 +318,18 @@ def test_compiled_training_steps_equal_the_eager_steps(tmp_path, monkeypatch):
     assert forward.compiled and loss.compiled
     for e, c in zip(eager_losses, compiled_losses):
         assert e.keys() == c.keys()
-        for k in e:
-            torch.testing.assert_close(c[k], e[k], rtol=1e-4, atol=1e-5, msg=k)
-    # Adam moves every weight by about lr = 1e-3 a step: a weight differing by much less than
-    # that got the same updates. (A gradient that is pure rounding noise, a conv bias before
-    # a BatchNorm, could flip an update's sign; here none does.)
+        for k in e:                  # (the criterion's terms are float32: its float32 distances)
+            torch.testing.assert_close(c[k], e[k], rtol=1e-6, atol=1e-7)
     eager_state, compiled_state = eager[0].state_dict(), forward.state_dict()
-    assert eager_state.keys() == compiled_state.keys()
-    for k, v in eager_state.items():
+    assert eager_state.keys() == compiled_state.keys() == initial.keys()
+    moved = 0
+    for k, v in eager_state.items():      # weights, BatchNorm running means and variances
         if v.is_floating_point():
-            torch.testing.assert_close(compiled_state[k], v, rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(compiled_state[k], v, rtol=1e-6, atol=1e-7)
         else:
             assert torch.equal(compiled_state[k], v), k                  # num_batches_tracked
-    moved = sum(not torch.equal(v, training_setup()[0].state_dict()[k])
-                for k, v in compiled_state.items())
-    assert moved > 0.9 * len(compiled_state)                       # the steps did train
+        moved += not torch.equal(v, initial[k])
+    assert moved > 0.9 * len(initial)                  # the steps did train (lr 1e-3 a step)
     assert not (tmp_path / "default-cache").exists()
 
 

@@ -5,6 +5,9 @@ max/avg pooling, the clip-count division, attribute-logit averaging, feature nor
 both distances and re-ranking are each checked against code written the obvious way.
 """
 
+import io
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -87,36 +90,59 @@ def test_extract_features_equals_the_per_tracklet_oracle(model, pool, clips_per_
     assert out["num_clips"] == sum(t[0].shape[0] for t in QUERY)
 
 
-def test_compiled_extraction_equals_the_oracle_and_leaves_no_files(model, tmp_path,
-                                                                   monkeypatch):
-    """TEST.COMPILE: one graph for forwards of 3 clips, the leftover 2 padded; nothing written
-    outside its temporary folder (the compiler's default cache folder is pointed here)."""
+@torch.no_grad()
+def move_weights(model, seed):
+    """What training does between two evaluations: new BatchNorm statistics and parameters."""
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    model(torch.randn(4, T, 3, *SIZE, generator=g))
+    for p in model.parameters():
+        p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g))
+    model.eval()
+
+
+def test_compiled_extraction_follows_the_weights_and_leaves_no_files(tmp_path, monkeypatch):
+    """TEST.COMPILE (inductor): one graph for forwards of 3 clips, the leftover 2 padded;
+    compiled once for two evaluations with other weights in between (the weights are inputs
+    of the graph, not constants frozen into it), each equal to the oracle of its weights;
+    nothing written outside its temporary folder (the compiler's default cache folder is
+    pointed here)."""
+    from torch._dynamo.utils import counters
+
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "default-cache"))
-    compiled = evaluator.inference_model(model, compile_model=True)
-    calls = []
-    real = compiled._run
-    monkeypatch.setattr(compiled, "_run", lambda x: calls.append(x.shape[0]) or real(x))
-    out = extract_features(compiled, QUERY, torch.device("cpu"), 3, "avg", fold_bn=False)
-    ref_feats, ref_logits = oracle_features(model, QUERY, "avg")
-    torch.testing.assert_close(out["feats"], ref_feats, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["attr_logits"], ref_logits, rtol=1e-5, atol=1e-5)
-    assert calls == [3] * 6 and out["num_clips"] == 17               # 17 = 5 x 3 + 2 padded
-    assert compiled._compiled is not compiled.model                   # it did compile
+    model = make_model()
+    graphs = counters["stats"]["unique_graphs"]
+    for evaluation in range(2):
+        compiled = evaluator.inference_model(model, compile_model=True)
+        calls = []
+        real = compiled._run
+        compiled._run = lambda x, calls=calls, real=real: calls.append(x.shape[0]) or real(x)
+        out = extract_features(compiled, QUERY, torch.device("cpu"), 3, "avg", fold_bn=False)
+        del compiled._run
+        ref_feats, ref_logits = oracle_features(model, QUERY, "avg")
+        torch.testing.assert_close(out["feats"], ref_feats, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out["attr_logits"], ref_logits, rtol=1e-5, atol=1e-5)
+        assert calls == [3] * 6 and out["num_clips"] == 17           # 17 = 5 x 3 + 2 padded
+        assert compiled.compiled                                      # it did compile
+        move_weights(model, seed=evaluation)
+    assert counters["stats"]["unique_graphs"] - graphs == 1
     assert not (tmp_path / "default-cache").exists()
 
 
-def test_compile_failure_falls_back_to_the_model(model, monkeypatch, caplog):
+def test_compile_failure_falls_back_to_the_model(monkeypatch, caplog):
     def broken(module, **kwargs):
         def fail(*args):
             raise RuntimeError("no C++ compiler")
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
+    model = make_model()         # not the fixture's: that one's compiled copy is kept
     compiled = evaluator.inference_model(model, compile_model=True)
     out = extract_features(compiled, QUERY, torch.device("cpu"), 3, "avg", fold_bn=False)
     torch.testing.assert_close(out["feats"], oracle_features(model, QUERY, "avg")[0],
                                rtol=1e-5, atol=1e-5)
     assert "torch.compile failed (RuntimeError: no C++ compiler)" in caplog.text
+    assert not compiled.compiled
 
 
 def test_extract_features_without_attributes():
@@ -190,3 +216,116 @@ def test_channels_last_clips_concatenates_without_transposing_back():
     out = evaluator.channels_last_clips([a, b])
     assert torch.equal(out, torch.cat([a, b])) and out.permute(0, 1, 3, 4, 2).is_contiguous()
     assert evaluator.channels_last_clips([out]).data_ptr() == out.data_ptr()      # no copy
+
+
+# ----------------------------------------------------------------------------- autocast
+# unit roundoff u (half the distance from 1 to the next number): 2^-8 for bfloat16 (8
+# significant bits), 2^-11 for float16 (11). Each autocast layer rounds its inputs to the dtype
+# (relative error <= u); over the ~20 layers on the path of ResNet-18 the independent
+# roundings add up like a random walk, about sqrt(20) u = 4.5 u (measured: 2.2-3.5 u at the
+# worst tracklet). 16 u leaves a margin of four; a forward in float32 would be far below u / 10.
+AUTOCAST_DTYPES = [torch.bfloat16, torch.float16]
+
+
+def unit_roundoff(dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+def relative_errors(got, ref):
+    return (got - ref).norm(dim=1) / ref.norm(dim=1)
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_extraction_under_cpu_autocast_is_within_the_dtypes_precision(model, dtype):
+    """SOLVER.FP_16 evaluation (amp_settings: bfloat16 on a CPU with native bf16, or
+    SOLVER.CPU_PRECISION): the forwards run under autocast on the CPU too, the features are
+    pooled in float32, within 16 u of the float32 features (u: the dtype's unit roundoff)."""
+    u = unit_roundoff(dtype)
+    ref = extract_features(model, QUERY, torch.device("cpu"), 3)
+    got = extract_features(model, QUERY, torch.device("cpu"), 3, amp_dtype=dtype)
+    assert got["feats"].dtype == got["attr_logits"].dtype == torch.float32
+    for key in ("feats", "attr_logits"):
+        err = relative_errors(got[key], ref[key])
+        assert u / 10 < err.max() < 16 * u, (key, err.max() / u)    # lower: autocast did run
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
+def test_distances_are_float32_for_autocast_features(model, monkeypatch, dtype):
+    """The distances are computed in float32 from features of any dtype, also inside an
+    autocast region; evaluate under autocast ranks float32 distances close to float32's."""
+    qf, gf = torch.randn(6, 32), torch.randn(8, 32)
+    with torch.autocast("cpu", dtype=dtype):
+        for metric in ("cosine", "euclid"):
+            d = evaluator.query_gallery_distances(qf.to(dtype), gf.to(dtype), metric)
+            assert d.dtype == np.float32
+            np.testing.assert_array_equal(d, evaluator.query_gallery_distances(
+                qf.to(dtype).float(), gf.to(dtype).float(), metric))
+    seen = []
+    monkeypatch.setattr(evaluator, "evaluate_rank",
+                        lambda distmat, *args: seen.append(distmat) or evaluate_rank(distmat,
+                                                                                      *args))
+    evaluate(model, QUERY, GALLERY, torch.device("cpu"), clips_per_batch=3, max_rank=5)
+    evaluate(model, QUERY, GALLERY, torch.device("cpu"), clips_per_batch=3, max_rank=5,
+             amp_dtype=dtype)
+    assert seen[0].dtype == seen[1].dtype == np.float32
+    # cosine distances 1 - cos of features within 16 u: within 2 x 16 u
+    assert 0 < np.abs(seen[1] - seen[0]).max() < 32 * unit_roundoff(dtype)
+
+
+# ----------------------------------------------------------------------------- progress
+class _RecordingBar(evaluator.tqdm):
+    """The evaluator's tqdm, recording each bar: whether it is shown, its total, its count after
+    every update."""
+
+    bars: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shown = not self.disable        # (close() sets disable)
+        self.counts = []
+        _RecordingBar.bars.append(self)
+
+    def update(self, n=1):
+        out = super().update(n)
+        self.counts.append(self.n)
+        return out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    _RecordingBar.bars = []
+    monkeypatch.setattr(evaluator, "tqdm", _RecordingBar)
+    return _RecordingBar.bars
+
+
+def test_extraction_shows_progress_on_a_terminal(model, bars, monkeypatch):
+    """A bar on stderr in tracklets (rate, time left), counting a tracklet once all its clips
+    went through a forward: QUERY's clip counts 1 4 2 5 3 2 in forwards of 3 clips complete 1,
+    2, 3, 4, 5, 6 tracklets."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    extract_features(model, QUERY, torch.device("cpu"), 3, desc="query features")
+    (bar,) = bars
+    assert bar.shown and bar.total == len(QUERY) == 6
+    assert bar.counts == [1, 2, 3, 4, 5, 6] and bar.n == bar.total
+    assert "query features" in terminal.getvalue() and "tracklet" in terminal.getvalue()
+
+
+def test_extraction_is_quiet_when_stderr_is_no_terminal(model, bars, capsys):
+    evaluate(model, QUERY, GALLERY, torch.device("cpu"), clips_per_batch=3, max_rank=5)
+    assert [b.shown for b in bars] == [False, False] and capsys.readouterr().err == ""
+    extract_features(model, QUERY, torch.device("cpu"), 3, progress=True)   # forced on
+    assert bars[-1].shown and bars[-1].n == 6 and "0/6 [" in capsys.readouterr().err
+    extract_features(model, QUERY, torch.device("cpu"), 3, progress=False)
+    assert not bars[-1].shown
+
+
+def test_extraction_shows_no_progress_on_other_ranks(model, bars, monkeypatch):
+    monkeypatch.setattr(evaluator, "is_main_process", lambda: False)
+    extract_features(model, QUERY, torch.device("cpu"), 3, progress=True)
+    assert not bars[-1].shown

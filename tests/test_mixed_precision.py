@@ -263,3 +263,17 @@ def test_resume_across_precisions(tiny_mars, tmp_path, first, then):
     assert load_file(str(run / "checkpoint_ep2.pth"))["epoch"] == 2
     fresh = "was written without a float16 grad scaler"
     assert (fresh in (run / "log.txt").read_text()) == (first != "float16" and then == "float16")
+
+
+def test_evaluation_stays_float32_on_a_cpu_unless_a_dtype_is_named(monkeypatch):
+    """CPU_PRECISION auto trains in bfloat16 where it is native but evaluates in float32;
+    naming a dtype (the GPU path in tests) evaluates in it; CUDA evaluates as it trains."""
+    from engine import evaluation_dtype
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    auto = load_cfg(None, ["SOLVER.FP_16", "True"])
+    assert amp_settings(auto, CPU)[0] is torch.bfloat16 and evaluation_dtype(auto, CPU) is None
+    for name in ("bfloat16", "float16"):
+        cfg = load_cfg(None, ["SOLVER.FP_16", "True", "SOLVER.CPU_PRECISION", name])
+        assert evaluation_dtype(cfg, CPU) is getattr(torch, name)
+    assert evaluation_dtype(auto, torch.device("cuda")) is torch.float16

@@ -22,7 +22,7 @@ from config import load_cfg
 from data import make_data_loaders
 from data.synthetic import write_synthetic_dataset
 from data.transforms import read_image
-from engine import Trainer, amp_settings, configure_backends, extract_features
+from engine import Trainer, amp_settings, configure_backends, evaluation_dtype, extract_features
 from engine.evaluator import clips_per_batch, inference_model
 from modeling import VideoBaseline, build_model
 from solver import make_scheduler
@@ -211,7 +211,7 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     model = build_bench_model(cfg, device, attr_lens)
     original = build_bench_model(without_speedups(cfg), device, attr_lens)
     original.load_state_dict(model.state_dict())
-    amp_dtype, _ = amp_settings(cfg, device)
+    amp_dtype = evaluation_dtype(cfg, device)
     chunk = clips_per_batch(cfg, device)
     counts = bench_tracklets(chunk)
     h, w = cfg.INPUT.SIZE_TEST

@@ -30,7 +30,6 @@ from collections import Counter
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from config import load_cfg
@@ -39,7 +38,7 @@ from data.attributes import decode_attribute_logits
 from data.build import make_test_loader
 from data.datasets import Tracklet, VideoReIDDataset
 from data.datasets.folder import split_tracklets
-from engine import amp_settings, default_argument_parser, parse_command_line
+from engine import default_argument_parser, evaluation_dtype, parse_command_line
 from engine.defaults import DEFAULT_CONFIG
 from engine.evaluator import evaluation_kwargs, extract_features
 from modeling import VideoBaseline, build_model, load_model_weights
@@ -70,7 +69,8 @@ def load_trained_model(cfg: CfgNode, dataset: VideoReIDDataset,
     state = load_file(cfg.TEST.WEIGHT)
     model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
                         device=device)
-    load_model_weights(model, state, source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)")
+    load_model_weights(model, state, source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)",
+                       retrieval_only=True)
     return model.to(device).eval()
 
 
@@ -117,7 +117,8 @@ def export_features(cfg: CfgNode, split: str, config_file: str = "",
         cfg: the config (its dataset, model, TEST.WEIGHT and test settings).
         split: "query", "gallery", "train" or a folder laid out as one split.
         config_file: the config file's path, recorded in ``meta``.
-        progress: show a progress bar (stderr).
+        progress: show the extraction's progress bar (on stderr, where it is a terminal;
+            :func:`engine.evaluator.extract_features`).
 
     Returns:
         ``features`` (N, D) float32, ``pids``, ``camids`` (N,) int64, ``tracklets`` (N,) str,
@@ -127,12 +128,11 @@ def export_features(cfg: CfgNode, split: str, config_file: str = "",
     tracklets, root, stream = _split_tracklets(cfg, dataset, split)
     device, _ = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
     model = load_trained_model(cfg, dataset, device)
-    settings = evaluation_kwargs(cfg, dataset, device, amp_settings(cfg, device)[0])
-    loader = tqdm(make_test_loader(cfg, tracklets, stream), desc=f"features of {split}",
-                  unit="tracklet", file=sys.stderr, disable=not progress, mininterval=0.5)
-    out = extract_features(model, loader, device, settings["clips_per_batch"],
-                           settings["pool"], settings["amp_dtype"],
-                           compile_model=settings["compile_model"])
+    settings = evaluation_kwargs(cfg, dataset, device, evaluation_dtype(cfg, device))
+    out = extract_features(model, make_test_loader(cfg, tracklets, stream), device,
+                           settings["clips_per_batch"], settings["pool"], settings["amp_dtype"],
+                           compile_model=settings["compile_model"],
+                           progress=None if progress else False, desc=f"features of {split}")
     arrays = {"features": out["feats"].float().cpu().numpy(),
               "pids": np.array([t.key[0] for t in tracklets], dtype=np.int64),
               "camids": out["camids"],
@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.prog = "python -m tools.export_features"
     parser.add_argument("--split", required=True,
                         help="query, gallery, train, or a folder of <pid>/<camid>_<tracklet>/")
-    parser.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write")
+    parser.add_argument("--out", required=True, metavar="FILE.npz",
+                        help="the file to write (missing folders are created)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -34,7 +34,7 @@ from data import make_data_loaders
 from data.attributes import decode_attribute_logits
 from data.datasets import VideoReIDDataset
 from data.transforms import build_transforms
-from engine import CONFIG_KEY, amp_settings, parse_command_line
+from engine import CONFIG_KEY, evaluation_dtype, parse_command_line
 from engine.evaluator import (
     clips_per_batch,
     extract_features,
@@ -116,7 +116,7 @@ def load_run(cfg_file: str | None, opts: list[str]) -> LoadedRun:
     _, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
     model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
                         device=device)
-    load_model_weights(model, state)
+    load_model_weights(model, state, retrieval_only=True)
     model.to(device).eval()
     given = "OUTPUT_DIR" in opts[0::2] and cfg.OUTPUT_DIR
     out_dir = cfg.OUTPUT_DIR if given else os.path.dirname(os.path.abspath(cfg.TEST.WEIGHT))
@@ -128,11 +128,13 @@ def _query_gallery_distances(run: LoadedRun) -> tuple[np.ndarray, dict, dict]:
     """The (M, N) query-gallery distances of the test protocol and the extracted features."""
     cfg, device = run.cfg, run.device
     chunk, pool = clips_per_batch(cfg, device), cfg.TEST.TEMPORAL_POOL_METHOD
-    amp_dtype, _ = amp_settings(cfg, device)             # the evaluation's precision
+    amp_dtype = evaluation_dtype(cfg, device)            # the evaluation's precision
     model = inference_model(run.model, compile_model=cfg.TEST.COMPILE)  # once for both
-    q = extract_features(model, run.query_loader, device, chunk, pool, amp_dtype, fold_bn=False)
+    # progress bars on stderr where it is a terminal (engine.evaluator.extract_features)
+    q = extract_features(model, run.query_loader, device, chunk, pool, amp_dtype, fold_bn=False,
+                         desc="query features")
     g = extract_features(model, run.gallery_loader, device, chunk, pool, amp_dtype,
-                         fold_bn=False)
+                         fold_bn=False, desc="gallery features")
     dist = query_gallery_distances(q["feats"], g["feats"], cfg.DISTANCE,
                                    cfg.TEST.FEAT_NORM == "yes", cfg.TEST.RE_RANKING == "yes")
     return dist, q, g
