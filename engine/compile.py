@@ -88,26 +88,24 @@ class FallbackCompiled:
             module reads and updates them in place).
         what: what is compiled, for the warning ("the extraction", "the model", "the loss").
         key: the config key that asked for it ("TEST.COMPILE"), for the warning.
-        backend: ``torch.compile``'s backend.
-        options: inductor options of this compilation (``torch.compile``'s ``options``; only
-            with the "inductor" backend).
+        inductor_config: ``torch._inductor.config`` settings patched around every call (where
+            compilation happens), e.g. ``{"freezing": True}``. (``torch.compile``'s ``options``
+            would not do for ``freezing``: torch 2.14 reads it outside their scope.) Precompiled
+            headers are off: their folder is not the temporary one.
         **compile_kwargs: other ``torch.compile`` arguments (e.g. ``dynamic=False``).
     """
 
-    def __init__(self, module: nn.Module, what: str, key: str, *, backend: Any = "inductor",
-                 options: dict[str, Any] | None = None, **compile_kwargs: Any) -> None:
+    def __init__(self, module: nn.Module, what: str, key: str, *,
+                 inductor_config: dict[str, Any] | None = None, **compile_kwargs: Any) -> None:
         self.module = module
         self.what, self.key = what, key
         self.files = CompilerFiles()
-        if backend == "inductor":
-            # no precompiled headers: their folder is not the temporary one
-            options = {"cpp_cache_precompile_headers": False, **(options or {})}
-            compile_kwargs["options"] = options
+        self.inductor_config = {"cpp_cache_precompile_headers": False, **(inductor_config or {})}
         self.failure: str | None = None   # the error that made it fall back
         self._compiled: Any = None
         try:
             with self.files.active():
-                self._compiled = torch.compile(module, backend=backend, **compile_kwargs)
+                self._compiled = torch.compile(module, **compile_kwargs)
         except Exception as e:  # noqa: BLE001 - e.g. a Python version torch cannot compile
             self._fall_back(e)
 
@@ -117,8 +115,10 @@ class FallbackCompiled:
         return self.failure is None
 
     def _context(self) -> contextlib.AbstractContextManager:
-        """The context of every compiled call (besides the files)."""
-        return contextlib.nullcontext()
+        """The context of every compiled call (besides the files): the inductor settings."""
+        from torch._inductor import config as inductor_config  # loads the compiler: on use
+
+        return inductor_config.patch(**self.inductor_config)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """``module(*args, **kwargs)``, compiled (or uncompiled after a failure)."""
@@ -153,12 +153,14 @@ class TrainingCompiled(FallbackCompiled):
     forward (not lazily at the first ``backward()``), so that its compilation too writes to the
     temporary folder and a failure there falls back as well."""
 
-    def _context(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
         from torch._functorch import config as functorch_config
 
-        if "force_non_lazy_backward_lowering" in functorch_config.get_config_copy():
-            return functorch_config.patch(force_non_lazy_backward_lowering=True)
-        return contextlib.nullcontext()
+        key = "force_non_lazy_backward_lowering"
+        eager_backward = {key: True} if key in functorch_config.get_config_copy() else {}
+        with super()._context(), functorch_config.patch(**eager_backward):
+            yield
 
 
 def compile_for_training(module: nn.Module, what: str) -> TrainingCompiled:

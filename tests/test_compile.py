@@ -71,11 +71,9 @@ def rss_bytes() -> int:
 def counting_compile(monkeypatch):
     """torch.compile with Dynamo's CompileCounter backend (traced, then run eagerly)."""
     counter = CompileCounter()
-    counter.options = []                       # the inductor options each compilation asked for
     real = torch.compile
 
     def compile_(module, **kwargs):
-        counter.options.append(kwargs.get("options"))
         return real(module, backend=counter, dynamic=kwargs.get("dynamic"))
 
     monkeypatch.setattr(torch, "compile", compile_)
@@ -89,6 +87,7 @@ def test_ten_evaluations_compile_once_with_the_current_weights_and_flat_memory(
     for all evaluations (Dynamo stops compiling after torch._dynamo.config.recompile_limit = 8
     recompilations), features equal to the eager model's with the weights of each evaluation,
     and no memory kept per evaluation (each cached graph used to keep a copy of the weights)."""
+    torch._dynamo.reset()   # graphs of earlier tests in this process would be reused, not counted
     model, items = make_model(), tracklets()
     g = torch.Generator().manual_seed(3)
     graphs = counters["stats"]["unique_graphs"]
@@ -120,26 +119,61 @@ def test_the_compiled_copy_is_rebuilt_when_the_model_changes_shape(counting_comp
                                extract_features(model, items, CPU, 4, fold_bn=False)["feats"])
 
 
-def test_training_evaluations_keep_the_weights_live_evaluation_only_runs_freeze_them(
-        counting_compile, monkeypatch):
-    """The reused graph takes the weights as inputs (inductor's freezing off: frozen constants
-    would be stale after the next epoch); the one evaluation of an evaluation-only run
-    (run_evaluation) freezes them (faster on a CPU), in a graph of its own."""
+class TinyClipNet(nn.Module):
+    """Clips (n, T, 3, H, W) -> ((n, 4) features, None), like the model's eval forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        n, t = x.shape[:2]
+        return torch.relu(self.conv(x.flatten(0, 1))).mean((2, 3)).view(n, t, -1).mean(1), None
+
+
+class OtherTinyClipNet(TinyClipNet):
+    """Another class: Dynamo keeps the graphs of a class's forward together, and a graph that
+    takes the weights as inputs serves every instance of the class."""
+
+
+def test_the_reused_graph_takes_the_weights_as_inputs_a_frozen_one_does_not(tmp_path,
+                                                                            monkeypatch):
+    """Inductor (a tiny network: seconds): the graph of CompiledForward computes with the
+    weights of each call; with ``freeze`` (evaluation-only runs) the weights are constants of
+    the graph, stale once they change, which is why training-time evaluations do not freeze."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "default-cache"))
+    x = torch.randn(3, T, 3, *SIZE)
+    live_net, frozen_net = TinyClipNet().eval(), OtherTinyClipNet().eval()
+    live = evaluator.CompiledForward(live_net)
+    frozen = evaluator.CompiledForward(frozen_net, freeze=True)
+    with torch.no_grad():
+        for net, compiled in ((live_net, live), (frozen_net, frozen)):
+            torch.testing.assert_close(compiled(x)[0], net(x)[0])
+            net.conv.weight.mul_(2)
+        torch.testing.assert_close(live(x)[0], live_net(x)[0])             # current weights
+        assert (frozen(x)[0] - frozen_net(x)[0]).abs().max() > 1e-3           # frozen weights
+    assert live.compiled and frozen.compiled
+    assert not (tmp_path / "default-cache").exists()
+
+
+def test_evaluation_only_runs_freeze_the_weights_in_a_graph_of_their_own(counting_compile,
+                                                                         monkeypatch):
+    """run_evaluation (--eval-only) evaluates once: frozen weights (faster on a CPU); the
+    training-time evaluations' reused graph is another one."""
     model, items = make_model(), tracklets()
-    extract_features(model, items, CPU, 4, compile_model=True)
-    assert counting_compile.options[-1]["freezing"] is False
+    reused = evaluator.inference_model(model, compile_model=True)
     frozen = evaluator.inference_model(model, compile_model=True, freeze=True)
-    assert frozen is not evaluator.inference_model(model, compile_model=True)
-    assert counting_compile.options[-1]["freezing"] is True and frozen.freeze
+    assert frozen is not reused and frozen.freeze and not reused.freeze
+    assert frozen._forward.inductor_config["freezing"] is True
+    assert reused._forward.inductor_config["freezing"] is False
     torch.testing.assert_close(extract_features(frozen, items, CPU, 4, fold_bn=False)["feats"],
                                extract_features(model, items, CPU, 4, fold_bn=False)["feats"],
                                rtol=1e-5, atol=1e-5)
     seen = {}
-    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **kw: seen.update(kw) or {"seconds": 0})
+    monkeypatch.setattr(evaluator, "evaluate",
+                        lambda *a, **kw: seen.update(kw) or {"seconds": 0.0})
     monkeypatch.setattr(evaluator, "RunRecorder", lambda *a, **kw: type(
-        "R", (), {"evaluation": lambda *a: None})())
-    from config import load_cfg
-
+        "Recorder", (), {"evaluation": lambda *a: None})())
     evaluator.run_evaluation(load_cfg(None, ["TEST.COMPILE", "True"]), model, items, items,
                              None, CPU, None)
     assert seen["freeze"] is True and seen["compile_model"] is True

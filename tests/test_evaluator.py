@@ -109,6 +109,7 @@ def test_compiled_extraction_follows_the_weights_and_leaves_no_files(tmp_path, m
     pointed here)."""
     from torch._dynamo.utils import counters
 
+    torch._dynamo.reset()   # graphs of earlier tests in this process would be reused, not counted
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "default-cache"))
     model = make_model()
     graphs = counters["stats"]["unique_graphs"]
