@@ -136,6 +136,7 @@ class OtherTinyClipNet(TinyClipNet):
     takes the weights as inputs serves every instance of the class."""
 
 
+@pytest.mark.slow            # inductor compiles (tens of seconds)
 def test_the_reused_graph_takes_the_weights_as_inputs_a_frozen_one_does_not(tmp_path,
                                                                             monkeypatch):
     """Inductor (a tiny network: seconds): the graph of CompiledForward computes with the
@@ -325,6 +326,7 @@ def train_steps(model, criterion, optimizer, batches, forward=None, loss=None):
     return totals
 
 
+@pytest.mark.slow            # inductor compiles (tens of seconds)
 def test_compiled_training_steps_equal_the_eager_steps(tmp_path, monkeypatch):
     """SOLVER.COMPILE: three compiled steps (model and loss through compile_for_training,
     inductor) give the eager steps' losses, weights and BatchNorm running statistics to float

@@ -101,6 +101,7 @@ def move_weights(model, seed):
     model.eval()
 
 
+@pytest.mark.slow            # inductor compiles (tens of seconds)
 def test_compiled_extraction_follows_the_weights_and_leaves_no_files(tmp_path, monkeypatch):
     """TEST.COMPILE (inductor): one graph for forwards of 3 clips, the leftover 2 padded;
     compiled once for two evaluations with other weights in between (the weights are inputs
