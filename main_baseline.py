@@ -38,7 +38,9 @@ from engine.defaults import (
     run_folder_of,
     start_run,
 )
-from modeling import build_model, load_model_weights
+from engine.evaluator import load_trained_model
+from modeling import build_model
+from tools.synthetic import ensure_dataset
 from utils.checkpoint import Checkpointer, load_file
 from utils.comm import get_rank, get_world_size, init_distributed, resolve_device
 from utils.errors import UserError
@@ -117,23 +119,19 @@ def run(cfg, device: torch.device, distributed: bool, run_dir: str | None,
         resume: tuple[str, int] | None) -> int:
     """Build everything from the config, then evaluate only or train; the exit status."""
     configure_backends(device, training=not cfg.EVALUATE_ONLY)
+    ensure_dataset(cfg)   # DATASETS.SYNTHETIC.IF_MISSING: the demo's dataset, on first use
     train_loader, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, device=device)
 
     if cfg.EVALUATE_ONLY:
-        load_model_weights(model, load_file(cfg.TEST.WEIGHT),
-                           source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)",
-                           retrieval_only=True)
-        model.to(device)
+        model = load_trained_model(cfg, dataset, device)
         run_evaluation(cfg, model, query_loader, gallery_loader, dataset, device, run_dir)
         return 0
 
-    model.to(device)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, device=device).to(device)
     if distributed:
         model = wrap_distributed(model, device, cfg.MODEL.SYN_BN)
     trainer = Trainer.from_config(cfg, model, (train_loader, query_loader, gallery_loader),
-                                  dataset, device, run_dir, dataset.num_train_pids,
-                                  dataset.attr_lens)
+                                  dataset, device, run_dir)
     if resume is not None:
         trainer.resume(resume[0])
     try:

@@ -214,10 +214,11 @@ _C.TEST.SEQS_PER_BATCH = 128
 # New: most clips in one forward pass during evaluation (clips of several tracklets are packed);
 # 0 = auto: 128 on a GPU, 2 on a CPU (small forwards stay in cache; README, Performance)
 _C.TEST.CLIPS_PER_BATCH = 0
-# New: compile the evaluation forward with torch.compile (inductor, weights frozen into the
-# graph): the same features, faster extraction after a one-off compilation per evaluation
-# (README, Performance; it needs a C++ compiler on a CPU; without one, a warning and the
-# uncompiled model). Worth it for whole-dataset extraction; off by default
+# New: compile the evaluation forward with torch.compile (inductor): the same features, after
+# one compilation per run (the weights are graph inputs during training and frozen into the
+# graph in evaluation-only runs; README, Performance). On a CPU it needs a C++ compiler;
+# without one, a warning and the uncompiled model. Worth it for whole-dataset extraction;
+# off by default
 _C.TEST.COMPILE = False
 # k-reciprocal re-ranking of the distance matrix: "yes" or "no"
 _C.TEST.RE_RANKING = "no"

@@ -1,4 +1,11 @@
-"""Load, merge and validate configurations with errors that name the key and the fix."""
+"""Load, merge and validate configurations with errors that name the key and the fix.
+
+This layer checks types and ranges, and the keys whose few values are fixed here. The keys
+whose values name a registered object (MODEL.NAME, MODEL.FUSION_METHOD, MODEL.NECK,
+DATASETS.NAME, DATASETS.TRAIN_SAMPLE_METHOD, DATASETS.TEST_SAMPLE_METHOD) and the checks that
+depend on what a dataset is are checked against the registries of the packages that own them,
+by ``engine.defaults.check_choices`` (``engine.load_cfg`` runs both).
+"""
 
 from __future__ import annotations
 
@@ -16,27 +23,15 @@ from yacs.config import CfgNode as CN
 from config.defaults import _C
 from utils.errors import UserError
 
-BACKBONES = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "se_resnet50", "se_resnet101", "se_resnet152", "se_resnext50", "se_resnext101",
-    "senet154", "resnet50_ibn_a",
-)
-
-# Enumerated keys and their allowed values.
+# Enumerated keys and their allowed values (the registry-backed keys: engine.defaults).
 CHOICES: dict[str, tuple] = {
     "MODEL.DEVICE": ("cuda", "cpu"),
     "MODEL.ARCH": ("video_baseline",),
-    "MODEL.NAME": BACKBONES,
     "MODEL.LAST_STRIDE": (1, 2),
     "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
-    "MODEL.FUSION_METHOD": ("baseline", "TA", "ATTR_TA"),
-    "MODEL.NECK": ("bnneck", "no"),
     "MODEL.IF_WITH_CENTER": ("yes", "no"),
     "MODEL.METRIC_LOSS_TYPE": ("triplet", "center", "triplet_center"),
     "MODEL.IF_LABELSMOOTH": ("on", "off"),
-    "DATASETS.NAME": ("mars", "duke", "ilidsvid", "prid", "folder"),
-    "DATASETS.TRAIN_SAMPLE_METHOD": ("random", "evenly"),
-    "DATASETS.TEST_SAMPLE_METHOD": ("dense", "evenly", "random"),
     "DATASETS.ATTRIBUTE_LOSS": ("bce", "mce"),
     "DATALOADER.SAMPLER": ("softmax", "triplet", "softmax_triplet"),
     "SOLVER.WARMUP_METHOD": ("linear", "constant"),
@@ -94,7 +89,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
     "SOLVER.WARMUP_ITERS": (0, None, True, "the warmup length in epochs, 0 for none"),
     "SOLVER.GRAD_SCALER_INIT_SCALE": (0, None, False, "the first loss scale of the grad scaler"),
     "RANDOM_SEED": (0, 2**63 - 1, True, "the seed of python, numpy and torch"),
-    # the ranges of data.synthetic.write_synthetic_dataset
+    # the ranges of tools.synthetic.write_synthetic_dataset
     "DATASETS.SYNTHETIC.IDS": (2, 4000, True, "identities, half train, half test"),
     "DATASETS.SYNTHETIC.TRACKLETS": (2, 99, True, "tracklets per identity, on two cameras "
                                                   "at least"),
@@ -110,12 +105,6 @@ UNCHECKED = ("SOLVER.CLUSTER_MARGIN", "SOLVER.CENTER_ON", "SOLVER.RANGE_K", "SOL
 # [height, width] keys and their smallest values.
 SIZES = {"INPUT.SIZE_TRAIN": (1, 1), "INPUT.SIZE_TEST": (1, 1),
          "DATASETS.SYNTHETIC.SIZE": (16, 8)}
-
-# DATASETS.NAME values whose datasets have attributes (data.datasets: the classes with an
-# attribute_file; the folder dataset requires its attribute files with ATTR_RECOG_ON True).
-DATASETS_WITH_ATTRIBUTES = ("mars", "duke", "folder")
-# The layouts DATASETS.SYNTHETIC.IF_MISSING can write (data.synthetic.FORMATS).
-SYNTHETIC_FORMATS = ("mars", "duke", "folder")
 
 
 def _all_keys(node: CN, prefix: str = "") -> list[str]:
@@ -240,7 +229,7 @@ BASE_KEY = "_BASE_"
 def _read_yaml(path: str) -> dict:
     if os.path.isdir(path):
         raise UserError(f"Config file '{path}' is a folder: pass one of its yml files to "
-                        "--config_file (e.g. configs/mars_aitl.yml).")
+                        "--config_file (e.g. configs/demo.yml).")
     if not os.path.isfile(path):
         raise UserError(f"Config file not found: '{path}'. Pass an existing file to --config_file "
                         "(the shipped ones are in configs/).")
@@ -392,20 +381,6 @@ def _check_lists(cfg: CN) -> None:
                         "device index, e.g. 0 (of a list such as 0,1 the first is used).")
 
 
-def _check_size_pair(cfg: CN) -> None:
-    """The attribute streams fix the feature map to INPUT.SIZE_TRAIN's: SIZE_TEST must equal it."""
-    train, test = list(cfg.INPUT.SIZE_TRAIN), list(cfg.INPUT.SIZE_TEST)
-    if train == test or not cfg.ATTR_RECOG_ON or \
-            cfg.DATASETS.NAME not in DATASETS_WITH_ATTRIBUTES:
-        return
-    raise UserError(
-        f"INPUT.SIZE_TEST {test} differs from INPUT.SIZE_TRAIN {train}: with attributes "
-        f"(ATTR_RECOG_ON True, DATASETS.NAME {cfg.DATASETS.NAME}) the attribute attention layers "
-        "are built for the feature map of the training frames, so evaluating other frames "
-        "fails. Use the same INPUT.SIZE_TEST as INPUT.SIZE_TRAIN (INPUT.SIZE_TEST "
-        f"'[{train[0]},{train[1]}]'), or set ATTR_RECOG_ON False.")
-
-
 def _check_solver(cfg: CN) -> None:
     """The optimizer name and the settings it can take; mixed precision; the center loss."""
     s = cfg.SOLVER
@@ -429,38 +404,24 @@ def _check_solver(cfg: CN) -> None:
             "MODEL.METRIC_LOSS_TYPE 'triplet_center' (got "
             f"{cfg.MODEL.IF_WITH_CENTER!r} and {cfg.MODEL.METRIC_LOSS_TYPE!r}); set them, "
             "or set SOLVER.USE_CENTER_LOSS False.")
-    if cfg.DATALOADER.SAMPLER != "softmax" and s.SEQS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE:
-        raise UserError(
-            f"SOLVER.SEQS_PER_BATCH ({s.SEQS_PER_BATCH}) must be a multiple of "
-            f"DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}) with the identity "
-            f"sampler '{cfg.DATALOADER.SAMPLER}'.")
 
 
 def _check_data(cfg: CN) -> None:
-    """The synthetic dataset's layout and size; evaluation-only runs' weights."""
-    syn = cfg.DATASETS.SYNTHETIC
-    if syn.IF_MISSING and cfg.DATASETS.NAME not in SYNTHETIC_FORMATS:
-        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes the {'/'.join(SYNTHETIC_FORMATS)} "
-                        f"layouts only; DATASETS.NAME is {cfg.DATASETS.NAME!r}. Set "
-                        f"DATASETS.SYNTHETIC.IF_MISSING False or DATASETS.NAME "
-                        f"{'/'.join(SYNTHETIC_FORMATS)}.")
-    if cfg.DATASETS.NAME == "duke" and syn.IDS * syn.TRACKLETS + syn.IDS // 8 + 1 > 9999:
-        raise UserError(f"DATASETS.SYNTHETIC.IDS x DATASETS.SYNTHETIC.TRACKLETS ({syn.IDS} x "
-                        f"{syn.TRACKLETS}) is too large for Duke's 4-digit tracklet folders; "
-                        "use fewer.")
+    """Evaluation-only runs' weights (the dataset checks: engine.defaults.check_choices)."""
     if cfg.EVALUATE_ONLY and not cfg.TEST.WEIGHT:
         raise UserError("EVALUATE_ONLY (or --eval-only) needs TEST.WEIGHT: pass "
                         "TEST.WEIGHT path/to/checkpoint.pth.")
 
 
 def validate_cfg(cfg: CN) -> None:
-    """Check every key a run reads before anything is built.
+    """Check the types and ranges of the keys a run reads before anything is built.
 
     Enumerated keys (:data:`CHOICES`), positive integers (:data:`POSITIVE_INTS`), numeric
     ranges (:data:`RANGES`), [height, width] sizes, the normalisation constants, SOLVER.STEPS,
-    and the keys that must agree: INPUT.SIZE_TEST with INPUT.SIZE_TRAIN when the attribute
-    streams exist, the optimizer with the weight decays, the center loss with the metric loss,
-    the batch with the identity sampler, the synthetic dataset with DATASETS.NAME.
+    and the keys that must agree: the optimizer with the weight decays, the center loss with
+    the metric loss, the batch with the identity sampler, evaluation-only runs with
+    TEST.WEIGHT. The keys that name registered objects (backbone, fusion, neck, dataset, clip
+    sampling) and the dataset checks are ``engine.defaults.check_choices``'s.
 
     Raises:
         UserError: the first problem, naming the key, its value and what it must be.
@@ -472,6 +433,5 @@ def validate_cfg(cfg: CN) -> None:
                             f"{', '.join(map(str, allowed))}.")
     _check_ranges(cfg)
     _check_lists(cfg)
-    _check_size_pair(cfg)
     _check_solver(cfg)
     _check_data(cfg)

@@ -15,6 +15,8 @@ Encodings (DATASETS.ATTRIBUTE_LOSS):
 them all); :func:`load_attribute_table` raises the first. :func:`read_attribute_schema` and
 :func:`write_attribute_schema` read and write the ``attributes.yml`` of a folder dataset (your
 own attributes). :func:`decode_attribute_logits` turns model logits back into class indices.
+:class:`AttributeSchema`, :data:`MARS_SCHEMA`, :data:`DUKE_SCHEMA` and :data:`KEY_COLUMNS` are
+constants of :mod:`utils.attribute_schemas` (which the loss reads too), re-exported here.
 
 Example::
 
@@ -34,6 +36,7 @@ import pandas as pd
 import torch
 import yaml
 
+from utils.attribute_schemas import DUKE_SCHEMA, KEY_COLUMNS, MARS_SCHEMA, AttributeSchema
 from utils.errors import UserError
 
 __all__ = [
@@ -54,66 +57,9 @@ __all__ = [
     "write_attribute_schema",
 ]
 
-KEY_COLUMNS = ("person_id", "camera_id", "tracklets_id")
-
 # The key cells of a CSV row: (pid, camera, tracklet number), or with text key columns (a
 # folder dataset's tracklet folder name) the text in their place.
 AttributeKey = tuple[int | str, ...]
-
-
-@dataclass(frozen=True)
-class AttributeSchema:
-    """Names and class counts of a dataset's attributes, in CSV column order.
-
-    Attributes:
-        groups: the attribute names of each group (ID-irrelevant, then ID-relevant).
-        lens: the class count of each attribute, per group (same nesting as ``groups``).
-        aliases: other CSV spellings accepted for a column, ``{name: (alias, ...)}``.
-        key_columns: the CSV columns that identify a tracklet, before the attributes.
-        text_keys: the key columns read as text (stripped) instead of integers.
-    """
-
-    groups: tuple[tuple[str, ...], ...]
-    lens: tuple[tuple[int, ...], ...]
-    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    key_columns: tuple[str, ...] = KEY_COLUMNS
-    text_keys: tuple[str, ...] = ()
-
-    @property
-    def names(self) -> list[str]:
-        """Flat list of the attribute names in CSV order."""
-        return [n for g in self.groups for n in g]
-
-    @property
-    def attr_lens(self) -> list[list[int]]:
-        """Class counts per group, as nested lists (the ``attr_lens`` contract)."""
-        return [list(g) for g in self.lens]
-
-    @property
-    def flat_lens(self) -> list[int]:
-        """Class count of every attribute in CSV order."""
-        return [n for g in self.lens for n in g]
-
-
-_IRRELEVANT = ("motion", "pose", "occlusion", "cut-out", "multi-person", "background-dominant",
-               "target-change", "target-miss", "wrong-target")
-_IRRELEVANT_LENS = (5, 6, 2, 2, 2, 2, 2, 2, 2)
-
-MARS_SCHEMA = AttributeSchema(
-    groups=(_IRRELEVANT,
-            ("top color", "bottom color", "age", "top length", "bottom length", "shoulder bag",
-             "backpack", "hat", "hand bag", "hair", "gender", "bottom type")),
-    lens=(_IRRELEVANT_LENS, (9, 10, 4, 2, 2, 2, 2, 2, 2, 2, 2, 2)),
-)
-
-# The real duke_attributes.csv spells the fifth column "muti-person"; both spellings are read.
-DUKE_SCHEMA = AttributeSchema(
-    groups=(("motion", "pose", "occlusion", "cut-out", "muti-person") + _IRRELEVANT[5:],
-            ("backpack", "bag", "handbag", "boots", "gender", "hat", "shoes", "top",
-             "bottom color", "top color")),
-    lens=(_IRRELEVANT_LENS, (2, 2, 2, 2, 2, 2, 2, 2, 8, 9)),
-    aliases=(("muti-person", ("multi-person",)),),
-)
 
 # The two groups of an attributes.yml, in stream order (ID-irrelevant, then ID-relevant).
 SCHEMA_GROUPS = ("id_irrelevant", "id_relevant")
@@ -212,6 +158,8 @@ def resolve_columns(header: Sequence[str], schema: AttributeSchema
 
 _FIX_CSV = "re-download the attribute annotations of the dataset (see the README)"
 _FIX_RANGE = f"check that the file belongs to this dataset, or {_FIX_CSV}"
+_NO_ATTRIBUTES = "set ATTR_RECOG_ON False to train without attributes"
+_FIX_ROWS = f"use the attribute file that belongs to this split, or {_NO_ATTRIBUTES}"
 _FIX_HEADER = "insert that header as line 1 of the file (the columns in this order)"
 
 
@@ -227,12 +175,17 @@ class AttributeFixes:
         cell: a cell is empty or not an integer.
         range: a class index outside the classes of its attribute.
         duplicate: several rows share a key.
+        rows: a tracklet without the row it needs, or a row that must name a tracklet and
+            does not (see :class:`data.datasets.base.AttributeMatcher`).
+        missing: the file is missing.
     """
 
     file: str = _FIX_CSV
     cell: str = _FIX_CSV
     range: str = _FIX_RANGE
     duplicate: str = _FIX_CSV
+    rows: str = _FIX_ROWS
+    missing: str = f"get the attribute file of the dataset (see the README), or {_NO_ATTRIBUTES}"
 
     @classmethod
     def download(cls, file_name: str) -> AttributeFixes:
@@ -240,7 +193,8 @@ class AttributeFixes:
         again = (f"re-download the attribute annotations ({file_name}, from the AITL code "
                  "release; README, Data preparation)")
         return cls(again, again, f"check that the file belongs to this dataset, or {again}",
-                   again)
+                   again, _FIX_ROWS, f"get {file_name} from the AITL code release (README, Data "
+                   f"preparation), or {_NO_ATTRIBUTES}")
 
 
 @dataclass(frozen=True)

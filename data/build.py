@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Sequence
 
@@ -11,13 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
+from config import attributes_on
 from data.datasets import DATASET_CLASSES, Tracklet, VideoReIDDataset
 from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
-from data.synthetic import FORMATS, write_synthetic_dataset
 from data.transforms import build_transforms
 from data.video_dataset import STREAMS, VideoTestDataset, VideoTrainDataset, collate_batch
-from utils.comm import get_rank, get_world_size, is_main_process, synchronize
+from utils.comm import get_rank, get_world_size
 from utils.errors import UserError
 
 __all__ = ["attribute_mode", "build_dataset", "check_image_files", "make_data_loaders",
@@ -35,6 +34,9 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     and the folder dataset) reads its attribute files when ATTR_RECOG_ON is True (without
     it, ``attr_lens`` is None and no attribute file is needed).
 
+    Nothing is written: the commands write the synthetic dataset of DATASETS.SYNTHETIC into a
+    missing root first (``tools.synthetic.ensure_dataset``, with DATASETS.SYNTHETIC.IF_MISSING).
+
     Raises:
         UserError: empty or missing root, missing files (all listed), malformed annotations.
     """
@@ -45,33 +47,12 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
     if not root:
         raise UserError("DATASETS.ROOT_DIR is empty: set it to the dataset folder, e.g. "
                         "DATASETS.ROOT_DIR data/mars.")
-    if cfg.DATASETS.SYNTHETIC.IF_MISSING and not os.path.isdir(root):
-        _write_synthetic(cfg)
-    cls = DATASET_CLASSES[name]
-    if cls.attribute_file is not None:
-        return cls(root, attributes=cfg.ATTR_RECOG_ON)
-    return cls(root)
-
-
-def _write_synthetic(cfg: CfgNode) -> None:
-    """Write the synthetic dataset of DATASETS.SYNTHETIC at DATASETS.ROOT_DIR (rank 0)."""
-    name, root, syn = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR, cfg.DATASETS.SYNTHETIC
-    if name not in FORMATS:
-        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes the {'/'.join(FORMATS)} formats "
-                        f"only; DATASETS.NAME is {name!r}. Set IF_MISSING False or NAME "
-                        f"{'/'.join(FORMATS)}.")
-    if is_main_process():
-        logger.info("DATASETS.ROOT_DIR %s does not exist: writing a synthetic %s dataset "
-                    "(%d ids x %d tracklets x %d frames, %dx%d, seed %d)", root, name, syn.IDS,
-                    syn.TRACKLETS, syn.FRAMES, syn.SIZE[0], syn.SIZE[1], syn.SEED)
-        write_synthetic_dataset(root, name, syn.IDS, syn.TRACKLETS, syn.FRAMES,
-                                tuple(syn.SIZE), syn.SEED)
-    synchronize()
+    return DATASET_CLASSES[name](root, attributes=cfg.ATTR_RECOG_ON)
 
 
 def attribute_mode(cfg: CfgNode, dataset: VideoReIDDataset) -> str:
     """The attribute target encoding: DATASETS.ATTRIBUTE_LOSS, or "none" without attributes."""
-    if not cfg.ATTR_RECOG_ON or dataset.attr_lens is None:
+    if not attributes_on(cfg, dataset.attr_lens):
         return "none"
     return cfg.DATASETS.ATTRIBUTE_LOSS
 
@@ -98,9 +79,9 @@ def check_image_files(dataset: VideoReIDDataset, shown: int = 10) -> None:
         listed = "\n".join(f"  - {p}" for p in missing[:shown])
         more = f"\n  ... and {len(missing) - shown} more" if len(missing) > shown else ""
         raise UserError(f"{len(missing)} of the {len(paths)} image files of the split are "
-                        f"missing:\n{listed}{more}\nFix: restore them (re-extract the dataset "
-                        "archives); `python -m tools.verify --config_file FILE` lists every "
-                        "problem of the dataset folder.")
+                        f"missing:\n{listed}{more}\nFix: {type(dataset).frames_fix()}; `python "
+                        "-m tools.verify --config_file FILE` lists every problem of the dataset "
+                        "folder.")
 
 
 def _worker_init(worker_id: int) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from utils.errors import UserError
 
-__all__ = ["RandomBatchSampler", "RandomIdentitySampler", "sample_seeds"]
+__all__ = ["RandomBatchSampler", "RandomIdentitySampler", "check_batch_shape", "sample_seeds"]
 
 _MASK63 = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
 
@@ -51,18 +51,44 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     return (_mix64(h ^ (pos * gold + gold)) & _MASK63).astype(np.int64)
 
 
+def check_batch_shape(batch_size: int, num_replicas: int = 1,
+                      num_instances: int | None = None) -> int:
+    """The batch of one process: ``batch_size`` tracklets (SOLVER.SEQS_PER_BATCH) shared equally
+    by ``num_replicas`` processes and, for the identity sampler (``num_instances`` K,
+    DATALOADER.NUM_INSTANCE), P identities x K tracklets per process.
+
+    The one check of the batch shape: the samplers call it, and so do the training runs before
+    any work (:func:`engine.defaults.check_batch_identities`).
+
+    Returns:
+        the per-process batch size ``batch_size // num_replicas``.
+
+    Raises:
+        UserError: ``batch_size`` is not a multiple of ``num_replicas``, or the per-process
+            batch not a multiple of ``num_instances``.
+    """
+    if batch_size % num_replicas:
+        raise UserError(f"The batch size {batch_size} (SOLVER.SEQS_PER_BATCH) must be a "
+                        f"multiple of the number of processes ({num_replicas}): every "
+                        "process takes an equal share of each batch.")
+    per_rank = batch_size // num_replicas
+    if num_instances is not None and (num_instances < 1 or per_rank % num_instances):
+        raise UserError(
+            f"The batch of {per_rank} tracklets per process (SOLVER.SEQS_PER_BATCH "
+            f"{batch_size} / {num_replicas} process(es)) must be a multiple of "
+            f"DATALOADER.NUM_INSTANCE ({num_instances}): a batch holds P identities x K "
+            "tracklets. Change one of the two.")
+    return per_rank
+
+
 class _EpochBatchSampler:
     """Common part: epoch/start bookkeeping, rank split and the (index, seed) pairs."""
 
     def __init__(self, batch_size: int, seed: int, num_replicas: int, rank: int) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"invalid rank {rank} of {num_replicas} processes")
-        if batch_size % num_replicas:
-            raise UserError(f"The batch size {batch_size} (SOLVER.SEQS_PER_BATCH) must be a "
-                            f"multiple of the number of processes ({num_replicas}): every "
-                            "process takes an equal share of each batch.")
+        self.per_rank = check_batch_shape(batch_size, num_replicas)
         self.batch_size = batch_size
-        self.per_rank = batch_size // num_replicas
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
@@ -122,12 +148,7 @@ class RandomIdentitySampler(_EpochBatchSampler):
     def __init__(self, data_source_pids: Sequence[int], batch_size: int, num_instances: int,
                  seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(batch_size, seed, num_replicas, rank)
-        if num_instances < 1 or self.per_rank % num_instances:
-            raise UserError(
-                f"The batch of {self.per_rank} tracklets per process (SOLVER.SEQS_PER_BATCH "
-                f"{batch_size} / {num_replicas} process(es)) must be a multiple of "
-                f"DATALOADER.NUM_INSTANCE ({num_instances}): a batch holds P identities x K "
-                "tracklets. Change one of the two.")
+        check_batch_shape(batch_size, num_replicas, num_instances)
         self.num_instances = num_instances
         pids = np.asarray(data_source_pids, dtype=np.int64)
         self.pids, group = np.unique(pids, return_inverse=True)

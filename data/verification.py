@@ -6,11 +6,13 @@
    dataset classes of :mod:`data.datasets` parse the folder; a problem here stops the check,
    since the other steps need the parsed split);
 2. counts: identities, tracklets (and MARS train frames) per subset against the dataset
-   class's ``published_statistics``; skipped, with a note, for a synthetic dataset written by
-   :mod:`data.synthetic`;
+   class's ``published_statistics``; skipped, with a note, for a synthetic dataset (one that
+   holds :data:`SYNTHETIC_MARKER`, written by ``python -m tools.synthetic``);
 3. attributes (a dataset class with an ``attribute_file``, with ATTR_RECOG_ON): every
-   problem of the CSV (:func:`data.attributes.check_attribute_csv`) and that every train and
-   query tracklet has a row; gallery coverage is noted. A folder dataset
+   problem of the CSV (:func:`data.attributes.check_attribute_csv`), then the rows of the
+   split's tracklets by the matcher the parsers use
+   (:class:`data.datasets.base.AttributeMatcher`, by the class's ``attribute_rules``): every
+   train and query tracklet has a row, gallery coverage is noted; a folder dataset
    (:mod:`data.datasets.folder`) also needs its ``attributes.yml``, a row for every tracklet
    and no row without a tracklet;
 4. images: every frame exists, decodes, and has a PIL mode that training decodes to 8-bit RGB
@@ -41,22 +43,21 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from data.attributes import check_attribute_csv
-from data.datasets import DATASET_CLASSES, FolderDataset, VideoReIDDataset
-from data.datasets.base import TrackletKey, find_missing_files
-from data.datasets.folder import match_attribute_rows, read_folder_schema, row_key
-from data.synthetic import MARKER_NAME
+from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.datasets.base import SPLIT_FOLDERS, find_missing_files
 from data.transforms import MODE_FIX, FrameModeError, pil_rgb
 from utils.errors import UserError
 
-__all__ = ["Problem", "VerifyReport", "decode_error", "default_workers", "verify_dataset"]
+__all__ = ["SYNTHETIC_MARKER", "Problem", "VerifyReport", "decode_error", "default_workers",
+           "verify_dataset"]
 
-SUBSETS = ("train", "query", "gallery")
+SUBSETS = SPLIT_FOLDERS
 CHUNK = 256                              # images per decoding task
+# The file a synthetic dataset holds (tools.synthetic writes it last, with its arguments).
+SYNTHETIC_MARKER = "synthetic_dataset.json"
 
 _FIX_COUNTS = ("the folder holds a partial or different release: re-download and re-extract "
                "the dataset (README, Data preparation)")
-_FIX_COVERAGE = ("use the attribute file that belongs to this split, or set ATTR_RECOG_ON False "
-                 "to train without attributes")
 
 # (images checked so far, images to check)
 ProgressFn = Callable[[int, int], None]
@@ -240,9 +241,7 @@ def _check_files(cfg: CfgNode, report: VerifyReport) -> VideoReIDDataset | None:
                                        f"dataset (README, {cls.readme_section})", root))
         return None
     try:
-        if cls.attribute_file is not None:
-            return cls(root, attributes=False, verbose=False)
-        return cls(root, verbose=False)
+        return cls(root, attributes=False, verbose=False)
     except UserError as e:
         report.problems.append(_problem("files", e))
     report.notes.append("the split could not be parsed: counts, attributes and images were "
@@ -261,9 +260,9 @@ def _problem(check: str, err: UserError, path: str = "") -> Problem:
 # ----------------------------------------------------------------------------------------------
 def _compare_counts(dataset: VideoReIDDataset, report: VerifyReport) -> None:
     """Compare the parsed counts with the dataset class's published statistics."""
-    if os.path.isfile(os.path.join(report.root, MARKER_NAME)):
-        report.notes.append(f"synthetic dataset ({MARKER_NAME} present): the comparison with "
-                            "the published statistics is skipped.")
+    if os.path.isfile(os.path.join(report.root, SYNTHETIC_MARKER)):
+        report.notes.append(f"synthetic dataset ({SYNTHETIC_MARKER} present): the comparison "
+                            "with the published statistics is skipped.")
         return
     published = type(dataset).published_statistics
     if published is None:
@@ -286,90 +285,33 @@ def _compare_counts(dataset: VideoReIDDataset, report: VerifyReport) -> None:
 # ----------------------------------------------------------------------------------------------
 def _check_attributes(dataset: VideoReIDDataset, attributes_on: bool,
                       report: VerifyReport) -> None:
-    """Check the attribute CSV (every problem) and its coverage of the split."""
+    """Check the attribute files (every problem of the CSV) and match the split's tracklets
+    to the rows (:meth:`data.datasets.base.AttributeMatcher.match`, by the class's rules)."""
     cls = type(dataset)
     if cls.attribute_file is None:
         return
     if not attributes_on:
         report.notes.append("ATTR_RECOG_ON is False: the attribute file is not checked.")
         return
-    if isinstance(dataset, FolderDataset):
-        _check_folder_attributes(dataset, report)
-        return
-    csv_path = os.path.join(report.root, cls.attribute_file)
-    if not os.path.isfile(csv_path):
-        report.problems.append(Problem(
-            "attributes", "the attribute file is missing",
-            f"get {cls.attribute_file} from the AITL code release (README, Data "
-            "preparation), or set ATTR_RECOG_ON False to train without attributes", csv_path))
-        return
-    table, problems = check_attribute_csv(csv_path, cls.attribute_schema, cls.attribute_fixes)
-    report.problems += [Problem("attributes", p.message, p.fix, p.path) for p in problems]
-    if table is not None:
-        _check_coverage(dataset, csv_path, set(table), report)
-
-
-def _check_coverage(dataset: VideoReIDDataset, csv_path: str, keys: set[TrackletKey],
-                    report: VerifyReport) -> None:
-    """Every train and query tracklet (not a distractor) needs a row; notes the rest."""
-    coverage, notes, used = [], [], set()
-    for subset in SUBSETS:
-        tracklets = getattr(dataset, subset)
-        distractors = sum(t.key[0] == 0 for t in tracklets)
-        missing = [t for t in tracklets if t.key[0] != 0 and t.key not in keys]
-        used.update(t.key for t in tracklets if t.key in keys)
-        n = len(tracklets) - distractors
-        coverage.append(f"{subset} {n - len(missing)}/{n}")
-        if distractors:
-            notes.append(f"{distractors} {subset} distractor tracklet(s) (pid 0) need no "
-                         "attribute row.")
-        if subset == "gallery":
-            if missing:
-                notes.append(f"{len(missing)} gallery tracklet(s) (not distractors) have no row "
-                             f"in '{csv_path}'; training counts their attributes as unknown.")
-            continue
-        for t in missing:
-            pid, cam, tid = t.key
-            report.problems.append(Problem(
-                "attributes", f"{subset} tracklet pid {pid}, camera {cam}, tracklet {tid} "
-                f"(first image {t.img_paths[0]}) has no row in '{csv_path}'", _FIX_COVERAGE,
-                os.path.dirname(t.img_paths[0])))
-    report.notes.append("tracklets with an attribute row: " + ", ".join(coverage) + ".")
-    report.notes += notes
-    if len(keys) > len(used):
-        report.notes.append(f"{len(keys) - len(used)} row(s) of '{csv_path}' match no tracklet "
-                            "of the split.")
-
-
-def _check_folder_attributes(dataset: FolderDataset, report: VerifyReport) -> None:
-    """attributes.yml, every problem of attributes.csv, a row for every tracklet and a
-    tracklet for every row."""
     try:
-        schema = read_folder_schema(report.root)
+        schema = cls.required_schema(report.root)
     except UserError as e:
         report.problems.append(_problem("attributes", e))
         return
-    csv_path = os.path.join(report.root, FolderDataset.attribute_file)
-    table, problems = check_attribute_csv(csv_path, schema, FolderDataset.attribute_fixes)
+    csv_path = os.path.join(report.root, cls.attribute_file)
+    if not os.path.isfile(csv_path):
+        report.problems.append(Problem("attributes", "the attribute file is missing",
+                                       cls.attribute_fixes.missing, csv_path))
+        return
+    table, problems = check_attribute_csv(csv_path, schema, cls.attribute_fixes)
     report.problems += [Problem("attributes", p.message, p.fix, p.path) for p in problems]
     if table is None:
         return
-    tracklets = [t for subset in SUBSETS for t in getattr(dataset, subset)]
-    missing, unmatched = match_attribute_rows(tracklets, table)
-    fix = (f"give every tracklet one row of {FolderDataset.attribute_file} keyed by pid, camid "
-           "and its folder's name (README, Your own data), or set ATTR_RECOG_ON False "
-           "MODEL.FUSION_METHOD TA to train without attributes")
-    for t in missing:
-        pid, camid, name = row_key(t)
-        report.problems.append(Problem(
-            "attributes", f"tracklet {os.path.dirname(t.img_paths[0])} has no row (pid {pid}, "
-            f"camid {camid}, tracklet {name}) in '{csv_path}'", fix))
-    for pid, camid, name in unmatched:
-        report.problems.append(Problem(
-            "attributes", f"'{csv_path}' has a row for pid {pid}, camid {camid}, tracklet "
-            f"{name}, but no such tracklet folder exists", fix, csv_path))
-    report.notes.append(f"tracklets with an attribute row: {len(tracklets) - len(missing)}/"
-                        f"{len(tracklets)}.")
+    found = cls.attribute_matcher(csv_path, schema, table).match(
+        {s: getattr(dataset, s) for s in SUBSETS})
+    report.problems += [Problem("attributes", what, found.fix, path)
+                        for what, path in found.problems()]
+    report.notes += found.notes()
 
 
 # ----------------------------------------------------------------------------------------------

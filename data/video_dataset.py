@@ -19,8 +19,7 @@ from torch.utils.data import Dataset
 
 from data.attributes import encode_attributes
 from data.datasets.base import Tracklet
-from data.samplers import sample_seeds
-from data.sampling import frame_order, sample_dense_clips, sample_evenly_clip, sample_random_clip
+from data.sampling import TEST_SAMPLERS, TRAIN_SAMPLERS, frame_order
 from data.transforms import ClipTransform, read_image
 
 __all__ = ["STREAMS", "VideoTestDataset", "VideoTrainDataset", "collate_batch"]
@@ -90,7 +89,8 @@ class VideoTrainDataset(_TrackletFrames):
         seq_len: clip length T.
         transform: a training :class:`data.transforms.ClipTransform` (``new_clips`` and
             ``write(images, out, generator)``).
-        sample_method: "random" (T consecutive frames, random start) or "evenly".
+        sample_method: a name of :data:`data.sampling.TRAIN_SAMPLERS`: "random" (T
+            consecutive frames, random start) or "evenly".
         attr_mode: "bce", "mce" or "none" (see :func:`data.attributes.encode_attributes`).
         attr_lens: class counts per attribute group (None: no attributes).
         shuffle_frames: shuffle each tracklet's frame order (seeded).
@@ -108,8 +108,7 @@ class VideoTrainDataset(_TrackletFrames):
                  seed: int = 0, read_retries: int = 3) -> None:
         super().__init__(tracklets, seq_len, transform, shuffle_frames, seed, STREAMS["train"],
                          read_retries)
-        if sample_method not in ("random", "evenly"):
-            raise ValueError(f"unknown training sample method {sample_method!r}")
+        self.sample_clip = TRAIN_SAMPLERS.get(sample_method)
         self.sample_method = sample_method
         encoded = encode_attributes(_attribute_indices(self.tracklets), attr_lens, attr_mode)
         self.attrs = encoded                      # list of (N, w) per group, or (N, n_attr)
@@ -125,11 +124,7 @@ class VideoTrainDataset(_TrackletFrames):
     def _write_clip(self, index: int, sample_seed: int, out: torch.Tensor) -> None:
         """Sample and transform one clip of tracklet ``index`` into ``out`` (T, H, W, 3)."""
         generator = torch.Generator().manual_seed(sample_seed)
-        n = len(self.tracklets[index][0])
-        if self.sample_method == "random":
-            positions = sample_random_clip(n, self.seq_len, generator)
-        else:
-            positions = sample_evenly_clip(n, self.seq_len)
+        positions = self.sample_clip(len(self.tracklets[index][0]), self.seq_len, generator)
         images, inverse = self._decoded(index, positions)
         self.transform.write([images[i] for i in inverse.tolist()], out, generator)
 
@@ -172,8 +167,8 @@ class VideoTestDataset(_TrackletFrames):
         seq_len: clip length T.
         transform: ``transform(images) -> (n, 3, H, W)``, e.g. a test
             :class:`data.transforms.ClipTransform`.
-        sample_method: "dense" (all clips, at most ``max_clips``), "evenly" or "random" (one
-            clip each).
+        sample_method: a name of :data:`data.sampling.TEST_SAMPLERS`: "dense" (all clips, at
+            most ``max_clips``), "evenly" or "random" (one clip each).
         max_clips: most dense clips per tracklet (DATASETS.TEST_MAX_SEQ_NUM).
         shuffle_frames: shuffle each tracklet's frame order (seeded).
         seed: RANDOM_SEED (frame orders, dense windows, random clips).
@@ -190,22 +185,15 @@ class VideoTestDataset(_TrackletFrames):
                  seed: int = 0, stream: int = STREAMS["query"], read_retries: int = 3) -> None:
         super().__init__(tracklets, seq_len, transform, shuffle_frames, seed, stream,
                          read_retries)
-        if sample_method not in ("dense", "evenly", "random"):
-            raise ValueError(f"unknown test sample method {sample_method!r}")
+        self.sample_clips = TEST_SAMPLERS.get(sample_method)
         self.sample_method = sample_method
         self.max_clips = max_clips
         self.attr_idx = _attribute_indices(self.tracklets)                      # (N, n_attr)
 
     def clip_positions(self, index: int) -> np.ndarray:
         """Positions in tracklet ``index``'s frame order of its clips, (N, T)."""
-        n = len(self.tracklets[index][0])
-        if self.sample_method == "dense":
-            return sample_dense_clips(n, self.seq_len, self.max_clips,
-                                      [self.seed, self.stream, index, 1])
-        if self.sample_method == "evenly":
-            return sample_evenly_clip(n, self.seq_len)[None]
-        seed = int(sample_seeds(self.seed, self.stream, np.array([index]))[0])
-        return sample_random_clip(n, self.seq_len, torch.Generator().manual_seed(seed))[None]
+        return self.sample_clips(len(self.tracklets[index][0]), self.seq_len, self.max_clips,
+                                 (self.seed, self.stream, index))
 
     def __getitem__(self, index: int):
         pid, camid = self.tracklets[index][1:3]

@@ -1,11 +1,13 @@
 """Command-line parsing and run set-up shared by every entry point.
 
 ``default_argument_parser`` gives the options of ``main_baseline.py`` (and the other commands
-take the same ``--config_file`` and ``KEY VALUE`` overrides); ``load_run_config`` merges and
-validates the config; ``start_run`` (after the process group exists) creates
-``OUTPUT_DIR/<timestamp>/`` on rank 0, starts logging, writes ``config.yaml`` and ``env.txt``
-and seeds python, numpy and torch per rank; ``discard_run_dir`` removes the folder of a run
-that failed before doing any work.
+take the same ``--config_file`` and ``KEY VALUE`` overrides); ``load_cfg`` merges a config and
+validates it, types and ranges (``config``) and the names of registered objects
+(``check_choices``: backbones, fusion methods, necks, datasets, clip samplers);
+``load_run_config`` is ``load_cfg`` with extra overrides; ``start_run`` (after the process
+group exists) creates ``OUTPUT_DIR/<timestamp>/`` on rank 0, starts logging, writes
+``config.yaml`` and ``env.txt`` and seeds python, numpy and torch per rank; ``discard_run_dir``
+removes the folder of a run that failed before doing any work.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ import torch
 import torch.distributed as dist
 from yacs.config import CfgNode
 
-from config import load_cfg
+from config import load_cfg as load_typed_cfg
+from data.datasets import DATASETS, datasets_with_attributes
+from data.samplers import check_batch_shape
+from data.sampling import TEST_SAMPLERS, TRAIN_SAMPLERS
+from modeling import BACKBONES, FUSION_METHODS, NECKS
 from utils.checkpoint import Checkpointer
 from utils.comm import get_rank, get_world_size, is_main_process
 from utils.env import collect_env_info
@@ -104,14 +110,18 @@ def make_run_dir(output_dir: str) -> str:
 
 
 def check_batch_identities(cfg: CfgNode, world_size: int) -> None:
-    """Raise a UserError when a training batch of one process holds a single identity.
+    """Before any work of a training run: raise a UserError when the batch cannot be formed
+    (:func:`data.samplers.check_batch_shape`) or a training batch of one process holds a
+    single identity.
 
     The batch-hard triplet and AITL losses compare an anchor with other identities of its
     batch: with one identity they are exactly 0 and train nothing.
     """
     if cfg.DATALOADER.SAMPLER == "softmax":   # random batches, no identity structure
+        check_batch_shape(cfg.SOLVER.SEQS_PER_BATCH, world_size)
         return
-    per_process = cfg.SOLVER.SEQS_PER_BATCH // world_size
+    per_process = check_batch_shape(cfg.SOLVER.SEQS_PER_BATCH, world_size,
+                                    cfg.DATALOADER.NUM_INSTANCE)
     if per_process // cfg.DATALOADER.NUM_INSTANCE >= 2:
         return
     where = f" per process ({world_size} processes)" if world_size > 1 else ""
@@ -138,6 +148,90 @@ def discard_run_dir(run_dir: str | None) -> None:
         logger.removeHandler(h)
         h.close()
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# The registries of the config keys that name a registered object, in the order
+# check_choices checks them; each registry knows its key (Registry.key).
+REGISTRIES = (BACKBONES, FUSION_METHODS, NECKS, DATASETS, TRAIN_SAMPLERS, TEST_SAMPLERS)
+
+
+def _value(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+# The layouts DATASETS.SYNTHETIC.IF_MISSING can write: the formats of tools.synthetic (a
+# command-level writer that engine may not import; tests/test_synthetic.py keeps them equal).
+SYNTHETIC_FORMATS = ("mars", "duke", "folder")
+
+
+def _check_size_pair(cfg: CfgNode) -> None:
+    """The attribute streams fix the feature map to INPUT.SIZE_TRAIN's: SIZE_TEST must equal it."""
+    train, test = list(cfg.INPUT.SIZE_TRAIN), list(cfg.INPUT.SIZE_TEST)
+    if train == test or not cfg.ATTR_RECOG_ON or \
+            cfg.DATASETS.NAME not in datasets_with_attributes():
+        return
+    raise UserError(
+        f"INPUT.SIZE_TEST {test} differs from INPUT.SIZE_TRAIN {train}: with attributes "
+        f"(ATTR_RECOG_ON True, DATASETS.NAME {cfg.DATASETS.NAME}) the attribute attention layers "
+        "are built for the feature map of the training frames, so evaluating other frames "
+        "fails. Use the same INPUT.SIZE_TEST as INPUT.SIZE_TRAIN (INPUT.SIZE_TEST "
+        f"'[{train[0]},{train[1]}]'), or set ATTR_RECOG_ON False.")
+
+
+def _check_synthetic(cfg: CfgNode) -> None:
+    """The synthetic dataset's layout (SYNTHETIC_FORMATS) and size."""
+    syn, name = cfg.DATASETS.SYNTHETIC, cfg.DATASETS.NAME
+    formats = "/".join(SYNTHETIC_FORMATS)
+    if syn.IF_MISSING and name not in SYNTHETIC_FORMATS:
+        raise UserError(f"DATASETS.SYNTHETIC.IF_MISSING writes the {formats} layouts only; "
+                        f"DATASETS.NAME is {name!r}. Set DATASETS.SYNTHETIC.IF_MISSING False or "
+                        f"DATASETS.NAME {formats}.")
+    if name == "duke" and syn.IDS * syn.TRACKLETS + syn.IDS // 8 + 1 > 9999:
+        raise UserError(f"DATASETS.SYNTHETIC.IDS x DATASETS.SYNTHETIC.TRACKLETS ({syn.IDS} x "
+                        f"{syn.TRACKLETS}) is too large for Duke's 4-digit tracklet folders; "
+                        "use fewer.")
+
+
+def check_choices(cfg: CfgNode) -> None:
+    """Check the keys whose values name registered objects, and what depends on them.
+
+    Each key of :data:`REGISTRIES` must name an entry of its registry (MODEL.NAME a backbone
+    of ``modeling.BACKBONES``, DATASETS.NAME a dataset of ``data.datasets.DATASETS``, ...),
+    built-in or added. Then the checks that depend on the dataset: INPUT.SIZE_TEST must equal
+    INPUT.SIZE_TRAIN when the attribute streams exist, and a synthetic dataset must have a
+    layout that tools.synthetic writes.
+
+    Raises:
+        UserError: the first problem, naming the key, its value and the registered names
+            (``Invalid value 'resnet51' for MODEL.NAME; allowed values: resnet18, ...``).
+    """
+    for registry in REGISTRIES:
+        registry.get(_value(cfg, registry.key))
+    _check_size_pair(cfg)
+    _check_synthetic(cfg)
+    if cfg.DATALOADER.SAMPLER != "softmax":     # the batch shape of one process (the world
+        check_batch_shape(cfg.SOLVER.SEQS_PER_BATCH, 1,   # size: check_batch_identities)
+                          cfg.DATALOADER.NUM_INSTANCE)
+
+
+def load_cfg(config_file: str | None = None, opts: list[str] | None = None,
+             freeze: bool = True) -> CfgNode:
+    """Defaults, then ``config_file``, then ``KEY VALUE`` ``opts``; validated (and frozen).
+
+    The validation of a run: ``config.load_cfg``'s types and ranges, then
+    :func:`check_choices` (the registered names and the dataset checks).
+
+    Raises:
+        UserError: unknown key, bad value or missing file, with a message naming it.
+    """
+    cfg = load_typed_cfg(config_file, opts, freeze=False)
+    check_choices(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
 
 
 def load_run_config(config_file: str | None, opts: list[str],

@@ -24,14 +24,17 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from config import attributes_on
 from data.attributes import decode_attribute_logits
 from engine.compile import FallbackCompiled
 from engine.precision import evaluation_dtype
 from engine.recorder import RunRecorder
-from modeling import VideoBaseline, fold_batch_norms
+from modeling import VideoBaseline, build_model, fold_batch_norms, load_model_weights
 from modeling.build import update_folded_weights
+from utils.checkpoint import load_file
 from utils.comm import is_main_process
-from utils.metrics import attribute_metrics, compute_distance_matrix, evaluate_rank
+from utils.errors import UserError
+from utils.metrics import attribute_metrics, compute_distance_matrix, retrieval_metrics
 from utils.reranking import re_ranking
 
 logger = logging.getLogger("reid.eval")
@@ -55,9 +58,8 @@ def clips_per_batch(cfg, device: torch.device) -> int:
     """TEST.CLIPS_PER_BATCH, or for 0 (auto) the device's default.
 
     On a GPU large forwards fill the device; on a CPU the paper model is fastest with forwards
-    of 1-2 clips (8 frames of 256x128 keep the activations in cache): 5.96 clips/s at 2 clips
-    against 3.69 at 128 (channels_last, BatchNorms folded) and 3.10 for the original's
-    one-tracklet-per-forward (NCHW) on a 2-core CPU (``python -m tools.benchmark extract``).
+    of 1-2 clips (8 frames of 256x128 keep the activations in cache; measured with
+    ``python -m tools.benchmark extract``, README, Performance).
     """
     n = cfg.TEST.CLIPS_PER_BATCH
     return n if n > 0 else AUTO_CLIPS_PER_BATCH.get(device.type, 128)
@@ -111,7 +113,7 @@ class CompiledForward:
     One graph serves every forward: inputs are given the loaders' channels-last layout, a
     smaller forward than the first (the last of an extraction) is padded with zero clips whose
     outputs are dropped, and a larger one is run in pieces of the first's size. Compilation
-    happens at the first call (tens of seconds on a CPU) and writes its files into a temporary
+    happens at the first call (slow: README, Performance) and writes its files into a temporary
     folder removed with this object (:class:`engine.compile.CompilerFiles`). When it fails
     (e.g. no C++ compiler for the CPU code) the model runs uncompiled, with one warning
     (:class:`engine.compile.FallbackCompiled`).
@@ -122,9 +124,8 @@ class CompiledForward:
     ones, so it is compiled once per training run. With ``freeze`` the weights are constants
     of the graph (on a CPU prepacked for oneDNN and fused with the additions and ReLUs that
     follow), valid only while they do not change: for the one evaluation of an
-    evaluation-only run. On a 2-core AMD EPYC the unfrozen graph's forwards run about as fast
-    as the uncompiled folded model's (0.96-1.08x), the frozen graph's 1.0x (idle machine) to
-    1.6-1.7x (busy machine) faster (ResNet-18 and ResNet-50, 2 clips of 4 frames of 256x128).
+    evaluation-only run. How the two graphs' forwards compare with the uncompiled folded
+    model's: README, Performance.
 
     Args:
         model: an eval-mode model (e.g. :func:`modeling.fold_batch_norms`'s copy).
@@ -382,8 +383,11 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
     evaluation of an evaluation-only run).
 
     Returns:
-        dict with ``R1, R5, R10, R20, mAP`` (fractions), ``cmc`` (np.ndarray), ``seconds``,
-        ``clips_per_s``, and, with attributes, ``attr`` (see utils.metrics.attribute_metrics).
+        a flat dict: the metrics of :data:`utils.metrics.RETRIEVAL_METRICS` (``mAP, R1, R5, R10,
+        R20``, fractions; :func:`utils.metrics.retrieval_metrics`), then ``cmc`` (np.ndarray),
+        ``seconds``, ``clips_per_s`` and, with attributes, ``attr`` (see
+        utils.metrics.attribute_metrics); :func:`engine.recorder.metric_values` picks the
+        metrics.
     """
     t0 = time.perf_counter()
     model = inference_model(model, True, compile_model, freeze)   # once for both extractions
@@ -393,11 +397,10 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
                          fold_bn=False, progress=progress, desc="gallery features")
     t_extract = time.perf_counter() - t0
     distmat = query_gallery_distances(q["feats"], g["feats"], metric, feat_norm, re_rank)
-    cmc, mAP = evaluate_rank(distmat, q["pids"], g["pids"], q["camids"], g["camids"], max_rank)
+    metrics, cmc = retrieval_metrics(distmat, q["pids"], g["pids"], q["camids"], g["camids"],
+                                     max_rank)
     n_clips = q["num_clips"] + g["num_clips"]
-    results = {"R1": float(cmc[0]), "R5": float(cmc[min(4, len(cmc) - 1)]),
-               "R10": float(cmc[min(9, len(cmc) - 1)]), "R20": float(cmc[min(19, len(cmc) - 1)]),
-               "mAP": float(mAP), "cmc": cmc, "seconds": time.perf_counter() - t0,
+    results = {**metrics, "cmc": cmc, "seconds": time.perf_counter() - t0,
                "clips_per_s": n_clips / max(t_extract, 1e-9)}
     if attr_lens is not None and q["attr_logits"] is not None:
         flat = [n for group in attr_lens for n in group]
@@ -410,10 +413,52 @@ def evaluate(model: nn.Module, query_loader: Iterable, gallery_loader: Iterable,
     return results
 
 
+def read_trained_weights(cfg: CfgNode) -> Any:
+    """The content of TEST.WEIGHT, for :func:`load_trained_model` (commands read it before
+    parsing the dataset, so that a bad path fails at once).
+
+    Raises:
+        UserError: TEST.WEIGHT is empty or unreadable.
+    """
+    if not cfg.TEST.WEIGHT:
+        raise UserError("No weights given: add TEST.WEIGHT path/to/checkpoint.pth after the "
+                        "options (a trained run's checkpoint_ep*.pth or rank1_*.pth).")
+    return load_file(cfg.TEST.WEIGHT)
+
+
+def load_trained_model(cfg: CfgNode, dataset: Any, device: torch.device,
+                       state: Any = None) -> VideoBaseline:
+    """The config's model with the trained weights of TEST.WEIGHT, in eval mode on ``device``
+    (the model of evaluation-only runs, ``tools.export_features`` and ``tools.visualize``).
+
+    Built for the dataset's identities and attribute groups (``num_train_pids``, ``attr_lens``)
+    without the MODEL.PRETRAIN_CHOICE weights (the checkpoint replaces every weight); an
+    identity classifier of the checkpoint that does not fit (another dataset) is left out:
+    retrieval never uses it (:func:`modeling.load_model_weights`, ``retrieval_only``).
+
+    Args:
+        cfg: the config (MODEL.*, TEST.WEIGHT).
+        dataset: the parsed dataset, or anything with its ``num_train_pids`` and ``attr_lens``.
+        device: where the model runs.
+        state: TEST.WEIGHT's content when already read (:func:`read_trained_weights`); None
+            reads it here.
+
+    Raises:
+        UserError: TEST.WEIGHT is empty, unreadable, or does not fit the model.
+    """
+    if state is None:
+        state = read_trained_weights(cfg)
+    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
+                        device=device)
+    load_model_weights(model, state, source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)",
+                       retrieval_only=True)
+    return model.to(device).eval()
+
+
 def evaluation_kwargs(cfg: CfgNode, dataset: Any, device: torch.device,
                       amp_dtype: torch.dtype | None) -> dict:
     """Keyword arguments of :func:`evaluate` from the config."""
-    with_attr = cfg.ATTR_RECOG_ON and getattr(dataset, "attr_lens", None) is not None
+    with_attr = attributes_on(cfg, getattr(dataset, "attr_lens", None))
     return dict(metric=cfg.DISTANCE, feat_norm=cfg.TEST.FEAT_NORM == "yes",
                 re_rank=cfg.TEST.RE_RANKING == "yes", clips_per_batch=clips_per_batch(cfg, device),
                 pool=cfg.TEST.TEMPORAL_POOL_METHOD, amp_dtype=amp_dtype,

@@ -13,25 +13,33 @@ import logging
 import os
 
 from utils.checkpoint import atomic_write_text
-from utils.metrics import format_results_table
+from utils.metrics import format_metrics_table
 from utils.pictures import plot_curves
 
 logger = logging.getLogger("reid.train")
 
-RANK_KEYS = ("R1", "R5", "R10", "R20", "mAP")
+# The entries of an evaluation's results (engine.evaluator.evaluate) that are no metric: the
+# CMC curve, the timings and the attribute metrics (recorded apart). Every other entry is one
+# of utils.metrics.RETRIEVAL_METRICS' metrics.
+NOT_METRICS = ("cmc", "seconds", "clips_per_s", "attr")
+
+
+def metric_values(results: dict) -> dict[str, float]:
+    """The named metrics (fractions) of an evaluation's results, in their order."""
+    return {k: v for k, v in results.items() if k not in NOT_METRICS}
 
 
 def results_record(epoch: int, results: dict) -> dict:
     """The metrics.json entry of one evaluation (fractions)."""
-    rec = {"epoch": epoch, **{k: results[k] for k in RANK_KEYS}}
+    rec = {"epoch": epoch, **metric_values(results)}
     if "attr" in results:
         rec["attr"] = results["attr"]
     return rec
 
 
 def log_results(heading: str, results: dict) -> None:
-    """Log the CMC/mAP table of an evaluation and, with attributes, the attribute line."""
-    logger.info("%s:\n%s", heading, format_results_table(results["cmc"], results["mAP"]))
+    """Log the metrics table of an evaluation and, with attributes, the attribute line."""
+    logger.info("%s:\n%s", heading, format_metrics_table(metric_values(results)))
     if "attr" in results:
         a = results["attr"]
         logger.info("Attribute recognition: mean accuracy %.1f%%, mean F1 %.1f%% "
@@ -94,7 +102,7 @@ class RunRecorder:
         """Log an evaluation under ``heading``, add it to the history and to TensorBoard."""
         log_results(heading, results)
         self.history["evaluations"].append(results_record(epoch, results))
-        self._scalars("eval", {k: results[k] for k in RANK_KEYS}, epoch)
+        self._scalars("eval", metric_values(results), epoch)
         self.write()
 
     def iterations(self, epoch: int, it: int, num_iters: int, terms: str, lr: float,

@@ -183,12 +183,13 @@ class Trainer:
 
     @classmethod
     def from_config(cls, cfg: CfgNode, model: nn.Module, loaders: tuple, dataset: Any,
-                    device: torch.device, run_dir: str | None, num_classes: int,
-                    attr_lens: list[list[int]] | None) -> Trainer:
+                    device: torch.device, run_dir: str | None) -> Trainer:
         """The Trainer of a config: criterion (``layers.make_loss``), optimizer, center-loss
         optimizer and schedule (``solver``) for ``model`` (on ``device``, possibly
-        DDP-wrapped); the other arguments as for the constructor."""
-        criterion = make_loss(cfg, num_classes, attr_lens,
+        DDP-wrapped); the other arguments as for the constructor. What the Trainer reads of
+        ``dataset``: ``num_train_pids`` and ``attr_lens`` (the losses' identity and attribute
+        class counts) and, to evaluate with attributes, ``attr_names``."""
+        criterion = make_loss(cfg, dataset.num_train_pids, dataset.attr_lens,
                               feat_dim=unwrap(model).feat_dim).to(device)
         optimizer = make_optimizer(cfg, unwrap(model))
         return cls(cfg, model, criterion, optimizer, make_scheduler(cfg, optimizer), loaders,
@@ -357,6 +358,8 @@ class Trainer:
         if self.epoch >= max_epochs:
             logger.info("All %d epochs (SOLVER.MAX_EPOCHS) are done: nothing to train. Raise "
                         "SOLVER.MAX_EPOCHS to continue training.", max_epochs)
+        elif hasattr(self.criterion, "formula"):     # the criterion's own terms and weights
+            logger.info("Loss: %s (the logged terms are weighted)", self.criterion.formula())
         try:
             if cfg.SOLVER.EVAL_BEFORE_TRAIN and self.epoch == 0 and self.iteration == 0:
                 results = self.evaluate(0)
@@ -431,15 +434,16 @@ class Trainer:
         With the centre loss the two optimizers step together or not at all: an overflow in
         either's gradients skips both (the scaler alone would judge each on its own), and under
         torchrun the centres' gradients are averaged across processes first, as DDP averages
-        the model's (each process would otherwise move its own copy of the centres).
+        the model's (each process would otherwise move its own copy of the centres). The centre
+        optimizer's own step undoes the centre-loss weight (``solver.CenterSGD``).
         """
         scaler = self.scaler
         optimizers = [self.optimizer]
         if self.center_optimizer is not None:
             optimizers.append(self.center_optimizer)
-            centres = [p.grad for p in self.criterion.parameters() if p.grad is not None]
             if get_world_size() > 1:
-                for g in centres:
+                for g in [p.grad for group in self.center_optimizer.param_groups
+                          for p in group["params"] if p.grad is not None]:
                     dist.all_reduce(g)
                     g.div_(get_world_size())
             if scaler.is_enabled():
@@ -450,10 +454,6 @@ class Trainer:
                 found = torch.stack(flags).amax()
                 for f in flags:
                     f.copy_(found)
-            # The centre update ignores the loss weight (as in reid-strong-baseline).
-            if centres:
-                torch._foreach_mul_(centres,
-                                    1.0 / max(self.cfg.SOLVER.CENTER_LOSS_WEIGHT, 1e-12))
         for opt in optimizers:
             scaler.step(opt)
         skipped = None

@@ -2,7 +2,7 @@
 
 from layers.aitl import aitl_loss, triplet_and_aitl_losses
 from layers.attribute import attribute_group_vectors, attribute_loss
-from layers.build import ReidCriterion, make_loss
+from layers.build import ReidCriterion, loss_formula, make_loss
 from layers.center import CenterLoss
 from layers.cross_entropy import CrossEntropy, CrossEntropyLabelSmooth
 from layers.distance import pairwise_distance
@@ -11,5 +11,5 @@ from layers.triplet import batch_hard_triplet_loss
 __all__ = [
     "CenterLoss", "CrossEntropy", "CrossEntropyLabelSmooth", "ReidCriterion", "aitl_loss",
     "attribute_group_vectors", "attribute_loss", "batch_hard_triplet_loss",
-    "make_loss", "pairwise_distance", "triplet_and_aitl_losses",
+    "loss_formula", "make_loss", "pairwise_distance", "triplet_and_aitl_losses",
 ]

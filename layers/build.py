@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from data.datasets import DATASET_CLASSES
+from config import attributes_on
 from layers.aitl import triplet_and_aitl_losses
 from layers.attribute import (
     ATTR_MODES,
@@ -20,7 +20,11 @@ from layers.attribute import (
 from layers.center import CenterLoss
 from layers.cross_entropy import CrossEntropy, CrossEntropyLabelSmooth
 from layers.distance import check_metric
+from utils.attribute_schemas import BUILTIN_SCHEMAS
 from utils.errors import UserError
+
+# With attributes, the triplet and the two AITL terms are each divided by this number.
+SHARED_DIVISOR = 3
 
 
 class ReidCriterion(nn.Module):
@@ -30,7 +34,8 @@ class ReidCriterion(nn.Module):
     ``total = id + (triplet + aitl_unrelated + aitl_related) / 3 + attr`` (the dict holds
     ``triplet / 3`` etc.); without: ``total = id + triplet``; ``loss_center`` (weighted) is
     added when the center loss is on. The triplet and both AITL terms share one feature
-    distance matrix.
+    distance matrix. :attr:`terms` lists the active terms and their weights, :meth:`formula`
+    writes the sum.
 
     Args:
         num_classes: number of training identities.
@@ -100,18 +105,82 @@ class ReidCriterion(nn.Module):
             triplet, (unrelated, related) = triplet_and_aitl_losses(
                 global_feat, pids, groups, self.metric, self.margin, self.aitl_margin,
                 self.aitl_exclude_self)
-            losses["loss_triplet"] = triplet / 3
-            losses["loss_aitl_unrelated"] = unrelated / 3
-            losses["loss_aitl_related"] = related / 3
+            losses["loss_triplet"] = triplet / SHARED_DIVISOR
+            losses["loss_aitl_unrelated"] = unrelated / SHARED_DIVISOR
+            losses["loss_aitl_related"] = related / SHARED_DIVISOR
             losses["loss_attr"] = attribute_loss(attr_logits, attrs, self.attr_mode)
         if self.center_loss is not None:
             losses["loss_center"] = self.center_weight * self.center_loss(global_feat, pids)
         losses["total"] = sum(losses.values())
         return losses
 
+    @property
+    def terms(self) -> list[tuple[str, float]]:
+        """The active terms as ``(key, weight)``, in the order of :meth:`forward`'s dict.
+
+        ``total`` is the sum of ``weight * term`` (the dict holds the weighted terms), e.g. with
+        attributes ``[("loss_id", 1.0), ("loss_triplet", 1/3), ("loss_aitl_unrelated", 1/3),
+        ("loss_aitl_related", 1/3), ("loss_attr", 1.0)]``, plus ``("loss_center",
+        center_weight)`` with the center loss.
+        """
+        terms = [("loss_id", 1.0)]
+        if self.attr_mode is None:
+            terms.append(("loss_triplet", 1.0))
+        else:
+            shared = 1.0 / SHARED_DIVISOR
+            terms += [("loss_triplet", shared), ("loss_aitl_unrelated", shared),
+                      ("loss_aitl_related", shared), ("loss_attr", 1.0)]
+        if self.center_loss is not None:
+            terms.append(("loss_center", float(self.center_weight)))
+        return terms
+
+    def formula(self, labels: Mapping[str, str] | None = None) -> str:
+        """The total as text, from :attr:`terms` (see :func:`loss_formula`), e.g.
+        ``"total = loss_id + (loss_triplet + loss_aitl_unrelated + loss_aitl_related) / 3 +
+        loss_attr"``; ``labels`` renames terms (``{"loss_id": "ID"}``)."""
+        return loss_formula(self.terms, labels)
+
     def extra_repr(self) -> str:
         return (f"metric={self.metric!r}, margin={self.margin}, attr_mode={self.attr_mode!r}, "
                 f"aitl_margin={self.aitl_margin}, aitl_exclude_self={self.aitl_exclude_self}")
+
+
+def loss_formula(terms: Sequence[tuple[str, float]],
+                 labels: Mapping[str, str] | None = None) -> str:
+    """``"total = ..."``: the weighted sum of ``(name, weight)`` terms as text.
+
+    Neighbouring terms of one weight are grouped: weight 1 as ``a + b``, a weight w that a
+    short decimal writes exactly (0.0005) as ``w * (a + b)``, 1/n (n an integer > 1) as
+    ``(a + b) / n``, any other weight as ``w * (a + b)`` with 4 significant digits.
+
+    Args:
+        terms: ``(name, weight)`` pairs (:attr:`ReidCriterion.terms`).
+        labels: the text of a name (a name without a label stands for itself; a label that
+            is a sum, ``"BCE1 + BCE2"``, is put in parentheses where it is weighted).
+    """
+    labels = labels or {}
+    runs: list[tuple[float, list[str]]] = []
+    for name, weight in terms:
+        label = labels.get(name, name)
+        if runs and runs[-1][0] == weight:
+            runs[-1][1].append(label)
+        else:
+            runs.append((weight, [label]))
+    parts = []
+    for weight, names in runs:
+        inner = " + ".join(names)
+        if weight == 1:
+            parts.append(inner)
+            continue
+        grouped = f"({inner})" if " + " in inner else inner
+        inverse = 1 / weight if 1e-12 < weight < 1 else 0.0
+        if float(f"{weight:g}") == weight:
+            parts.append(f"{weight:g} * {grouped}")
+        elif abs(inverse - round(inverse)) < 1e-9 * inverse:
+            parts.append(f"{grouped} / {round(inverse)}")
+        else:
+            parts.append(f"{weight:.4g} * {grouped}")
+    return "total = " + (" + ".join(parts) or "0")
 
 
 _FROM_DATASET_NAME: Any = object()
@@ -131,9 +200,10 @@ def make_loss(cfg: CfgNode, num_classes: int,
         cfg: config.
         num_classes: number of training identities.
         attr_lens: the dataset's class counts per attribute of the two groups
-            (``dataset.attr_lens``), or None for no attribute terms. Omitted: the attribute
-            schema of DATASETS.NAME (MARS, Duke; the folder dataset's attributes.yml under
-            DATASETS.ROOT_DIR; none for the datasets without attributes).
+            (``dataset.attr_lens``), or None for no attribute terms. Omitted: the built-in
+            schema of DATASETS.NAME (MARS, Duke: :data:`utils.attribute_schemas.BUILTIN_SCHEMAS`,
+            constants; no file is read); any other dataset gets no attribute terms, the folder
+            dataset included: pass its ``dataset.attr_lens`` (from its attributes.yml).
         feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss.
     """
     use_center = bool(cfg.SOLVER.USE_CENTER_LOSS)
@@ -148,10 +218,9 @@ def make_loss(cfg: CfgNode, num_classes: int,
             raise UserError("SOLVER.USE_CENTER_LOSS True: make_loss needs feat_dim (pass "
                             "model.feat_dim).")
     if attr_lens is _FROM_DATASET_NAME:
-        dataset = DATASET_CLASSES.get(cfg.DATASETS.NAME)
-        schema = dataset.schema_for(cfg.DATASETS.ROOT_DIR) if dataset is not None else None
+        schema = BUILTIN_SCHEMAS.get(cfg.DATASETS.NAME)
         attr_lens = schema.attr_lens if schema is not None else None
-    with_attr = cfg.ATTR_RECOG_ON and attr_lens is not None
+    with_attr = attributes_on(cfg, attr_lens)
     return ReidCriterion(
         num_classes,
         margin=cfg.SOLVER.MARGIN,

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from yacs.config import CfgNode
 
+from config import attributes_on
 from utils.errors import UserError
 
 from .video_baseline import VideoBaseline
@@ -19,9 +20,8 @@ logger = logging.getLogger("reid.model")
 
 # MODEL.CHANNELS_LAST "auto": on where channels_last is the faster layout (the same outputs
 # either way). CUDA: the layout of the tensor-core convolutions (mixed precision, TF32). CPU
-# (oneDNN, 2-core Xeon): faster for frames of 256x128 and more (the paper model's training step
-# 1.2x, extraction with the folded BatchNorms 1.9x; ResNet-18 1.15x), about equal at 128x64,
-# slower for small frames (ResNet-18 at 64x32: 0.8x, the CPU demo). Other devices: off.
+# (oneDNN): faster for frames of 256x128 and more, about equal at 128x64, slower for small
+# frames (the CPU demo's 64x32); the measurements are in README, Performance. Other devices: off.
 CHANNELS_LAST_AUTO = {"cuda": 0, "cpu": 256 * 128}   # device type -> least H * W of a frame
 
 
@@ -105,7 +105,7 @@ def fold_batch_norms(model: VideoBaseline) -> VideoBaseline:
 
     In eval mode a BatchNorm is a fixed per-channel affine map, so folding it into the
     convolution's weight and bias computes the same features (to float rounding) without the
-    normalisation passes: extraction about 10% faster on a CPU. For inference only (the copy's
+    normalisation passes (faster extraction: README, Performance). For inference only (the copy's
     backbone is a ``torch.fx.GraphModule``, without gradient checkpointing; its parameters do
     not require gradients); ``model`` is left as it is. The copy's ``bn_folds`` lists the folded
     ``(conv, bn)`` module names of ``model``: :func:`update_folded_weights` brings the copy up to
@@ -190,7 +190,7 @@ def build_model(cfg: CfgNode, num_classes: int, attr_lens: list[list[int]] | Non
         fusion_method=cfg.MODEL.FUSION_METHOD,
         neck=cfg.MODEL.NECK,
         neck_feat=cfg.TEST.NECK_FEAT,
-        attr_lens=attr_lens if cfg.ATTR_RECOG_ON else None,
+        attr_lens=attr_lens if attributes_on(cfg, attr_lens) else None,
         attribute_loss=cfg.DATASETS.ATTRIBUTE_LOSS,
         input_size=tuple(cfg.INPUT.SIZE_TRAIN),
         grad_checkpoint=cfg.MODEL.GRAD_CHECKPOINT,

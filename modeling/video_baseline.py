@@ -3,6 +3,9 @@
 Reference: Chen et al., "Attribute-aware Identity-hard Triplet Loss for Video-based Person
 Re-identification", arXiv 2006.07597. Behaviour: docs/behaviour.md#model.
 
+The temporal fusion methods and the necks are the entries of :data:`FUSION_METHODS`
+(MODEL.FUSION_METHOD -> :class:`Fusion`) and :data:`NECKS` (MODEL.NECK -> :class:`Neck`).
+
 Example:
     >>> model = VideoBaseline(625, "resnet18", attr_lens=[[5, 6], [9, 2]], input_size=(64, 32))
     >>> cls_score, global_feat, attr_logits = model(torch.randn(2, 4, 3, 64, 32))
@@ -12,22 +15,120 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from utils.errors import UserError
+from utils.registry import Registry
 
 from .attribute_heads import AttributeStreamBCE, AttributeStreamMCE, classifier_init, kaiming_init
 from .backbones import build_backbone
 
 logger = logging.getLogger("reid.model")
 
-FUSION_METHODS = ("baseline", "TA", "ATTR_TA")
 ATTRIBUTE_LOSSES = ("bce", "mce")
-NECKS = ("bnneck", "no")
 NECK_FEATS = ("before", "after")
+
+
+# ------------------------------------------------------------------ MODEL.FUSION_METHOD
+@dataclass(frozen=True)
+class Fusion:
+    """A temporal fusion method (MODEL.FUSION_METHOD): how a frame's map becomes its feature.
+
+    The frame feature is k blocks of C channels, block j the average of the backbone map F
+    (C, h, w) weighted by the j-th weight map; the clip feature is the mean over its frames.
+
+    Attributes:
+        weights: ``weights(a_id, attr_maps) -> (B*T, k, h, w)``, the k weight maps from the
+            identity attention map ``a_id`` (B*T, 1, h, w: sigmoid of the model's
+            ``attention_conv``) and the attribute streams' maps (two (B*T, 1, h, w), None
+            without attributes). None: the plain spatial average, and no ``attention_conv``.
+        blocks: k, so the feature has ``blocks * C`` dimensions.
+        attributes: ``weights`` reads the attribute maps (in "mce" mode the model then learns
+            how to combine the attributes' maps into their group's map).
+        fallback: the method used, with a warning, by a model without attribute streams when
+            ``attributes`` is True; None: an error instead.
+    """
+
+    weights: Callable[[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None],
+                      torch.Tensor] | None
+    blocks: int = 1
+    attributes: bool = False
+    fallback: str | None = None
+
+
+def _identity_weights(a_id: torch.Tensor, attr_maps: tuple | None) -> torch.Tensor:
+    """TA: the identity attention map alone."""
+    return a_id
+
+
+def _attribute_weights(a_id: torch.Tensor, attr_maps: tuple) -> torch.Tensor:
+    """ATTR_TA: concat(F', A1*F', A2*F') pooled == F pooled under these 3 weight maps."""
+    return torch.cat([a_id, a_id * attr_maps[0], a_id * attr_maps[1]], 1)
+
+
+FUSION_METHODS: Registry[Fusion] = Registry("MODEL.FUSION_METHOD", "temporal fusion method")
+FUSION_METHODS.register("baseline", Fusion(None))                # no attention
+FUSION_METHODS.register("TA", Fusion(_identity_weights))         # temporal attention
+FUSION_METHODS.register("ATTR_TA", Fusion(_attribute_weights, blocks=3, attributes=True,
+                                          fallback="TA"))         # the paper's (ASTA)
+
+
+# ------------------------------------------------------------------ MODEL.NECK
+@dataclass(frozen=True)
+class Neck:
+    """A head between the pooled clip feature and the identity classifier (MODEL.NECK).
+
+    Attributes:
+        build: ``build(model, feat_dim, num_classes)`` adds the head's modules to the model,
+            the identity ``classifier`` (an ``nn.Linear(feat_dim, num_classes)``) among them;
+            their names are the keys of the checkpoints.
+        reset: ``reset(model)``: the initialisation of the head's own modules (the model
+            initialises the classifier).
+        forward: ``forward(model, g) -> feat``, the feature after the head from the pooled
+            feature g (B, feat_dim): the classifier's input, and the evaluation feature with
+            TEST.NECK_FEAT "after".
+    """
+
+    build: Callable[[nn.Module, int, int], None]
+    reset: Callable[[nn.Module], None]
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _build_bnneck(model: nn.Module, feat_dim: int, num_classes: int) -> None:
+    model.bottleneck = nn.BatchNorm1d(feat_dim)
+    model.bottleneck.bias.requires_grad_(False)  # BNNeck: frozen zero bias
+    model.classifier = nn.Linear(feat_dim, num_classes, bias=False)
+
+
+def _reset_bnneck(model: nn.Module) -> None:
+    nn.init.ones_(model.bottleneck.weight)
+    nn.init.zeros_(model.bottleneck.bias)
+
+
+def _bnneck(model: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    return model.bottleneck(g)
+
+
+def _build_no_neck(model: nn.Module, feat_dim: int, num_classes: int) -> None:
+    model.classifier = nn.Linear(feat_dim, num_classes)
+
+
+def _reset_nothing(model: nn.Module) -> None:
+    pass
+
+
+def _no_neck(model: nn.Module, g: torch.Tensor) -> torch.Tensor:
+    return g
+
+
+NECKS: Registry[Neck] = Registry("MODEL.NECK", "neck")
+NECKS.register("bnneck", Neck(_build_bnneck, _reset_bnneck, _bnneck))   # BatchNorm, then the
+NECKS.register("no", Neck(_build_no_neck, _reset_nothing, _no_neck))    # bias-free classifier
 
 
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -82,11 +183,11 @@ class VideoBaseline(nn.Module):
 
     Args:
         num_classes: number of training identities.
-        backbone: MODEL.NAME.
+        backbone: MODEL.NAME, a name of ``modeling.backbones.BACKBONES``.
         last_stride: MODEL.LAST_STRIDE.
-        fusion_method: "baseline" (no attention), "TA" or "ATTR_TA" (needs attributes; falls
-            back to "TA" with a warning without them).
-        neck: "bnneck" or "no".
+        fusion_method: a name of :data:`FUSION_METHODS`: "baseline" (no attention), "TA" or
+            "ATTR_TA" (needs attributes; falls back to "TA" with a warning without them).
+        neck: a name of :data:`NECKS`: "bnneck" or "no".
         neck_feat: eval feature "after" (BNNeck output) or "before" (pooled feature).
         attr_lens: class counts per attribute of the two groups, e.g. MARS
             ``[[5,6,2,2,2,2,2,2,2],[9,10,4,2,2,2,2,2,2,2,2,2]]``; None: no attribute streams.
@@ -110,18 +211,23 @@ class VideoBaseline(nn.Module):
                  input_size: tuple[int, int] = (256, 128), grad_checkpoint: bool = False,
                  channels_last: bool = False, stem_relu: bool = False) -> None:
         super().__init__()
-        _check_choice("MODEL.FUSION_METHOD", fusion_method, FUSION_METHODS)
+        fusion = FUSION_METHODS.get(fusion_method)
         _check_choice("DATASETS.ATTRIBUTE_LOSS", attribute_loss, ATTRIBUTE_LOSSES)
-        _check_choice("MODEL.NECK", neck, NECKS)
+        head = NECKS.get(neck)
         _check_choice("TEST.NECK_FEAT", neck_feat, NECK_FEATS)
         if attr_lens is not None and (len(attr_lens) != 2 or not all(attr_lens)):
             raise UserError(f"attr_lens must hold two non-empty groups of class counts, got "
                             f"{attr_lens!r}.")
-        if fusion_method == "ATTR_TA" and attr_lens is None:
-            logger.warning("FUSION_METHOD ATTR_TA needs the attribute streams (ATTR_RECOG_ON "
-                           "True and a dataset with attributes); using TA.")
-            fusion_method = "TA"
+        if fusion.attributes and attr_lens is None:
+            needs = (f"FUSION_METHOD {fusion_method} needs the attribute streams (ATTR_RECOG_ON "
+                     "True and a dataset with attributes)")
+            if fusion.fallback is None:
+                raise UserError(f"MODEL.{needs}.")
+            logger.warning("%s; using %s.", needs, fusion.fallback)
+            fusion_method, fusion = fusion.fallback, FUSION_METHODS.get(fusion.fallback)
         self.fusion_method = fusion_method
+        self.fusion = fusion          # the Fusion of fusion_method
+        self.head = head              # the Neck of neck
         self.attribute_loss = attribute_loss
         self.neck = neck
         self.neck_feat = neck_feat
@@ -136,7 +242,7 @@ class VideoBaseline(nn.Module):
         self.map_size = feature_map_size(self.base, self.input_size)
         hw = self.map_size[0] * self.map_size[1]
 
-        if fusion_method != "baseline":
+        if fusion.weights is not None:
             self.attention_conv = nn.Conv2d(c, 1, 3, padding=1)
         if attr_lens is not None:
             if attribute_loss == "bce":
@@ -145,7 +251,7 @@ class VideoBaseline(nn.Module):
             else:
                 self.multi_attr_recoger1 = AttributeStreamMCE(c, attr_lens[0])
                 self.multi_attr_recoger2 = AttributeStreamMCE(c, attr_lens[1])
-                if fusion_method == "ATTR_TA":
+                if fusion.attributes:
                     # learnable per-position logits (softmax over the attributes) combining the
                     # attributes' maps into the group's map for the fusion; all ones at first.
                     # (Only where the fusion uses them: unused parameters would break DDP.)
@@ -153,13 +259,8 @@ class VideoBaseline(nn.Module):
                         torch.ones(1, len(attr_lens[0]), *self.map_size))
                     self.attention_fusion2 = nn.Parameter(
                         torch.ones(1, len(attr_lens[1]), *self.map_size))
-        self.feat_dim = 3 * c if fusion_method == "ATTR_TA" else c
-        if neck == "bnneck":
-            self.bottleneck = nn.BatchNorm1d(self.feat_dim)
-            self.bottleneck.bias.requires_grad_(False)  # BNNeck: frozen zero bias
-            self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
-        else:
-            self.classifier = nn.Linear(self.feat_dim, num_classes)
+        self.feat_dim = fusion.blocks * c
+        head.build(self, self.feat_dim, num_classes)     # the classifier, after a BNNeck or not
 
         self.reset_head_parameters()
         if channels_last:
@@ -172,11 +273,9 @@ class VideoBaseline(nn.Module):
         bias 0; identity classifier N(0, 0.001); the attribute streams as their own
         ``reset_parameters`` says; ``attention_fusion`` all ones.
         """
-        if self.fusion_method != "baseline":
+        if self.fusion.weights is not None:
             kaiming_init(self.attention_conv)
-        if self.neck == "bnneck":
-            nn.init.ones_(self.bottleneck.weight)
-            nn.init.zeros_(self.bottleneck.bias)
+        self.head.reset(self)
         classifier_init(self.classifier)
         if self.attr_on:
             self.multi_attr_recoger1.reset_parameters()
@@ -225,7 +324,7 @@ class VideoBaseline(nn.Module):
         self._check_map_size(f)
 
         a_id = None
-        if self.fusion_method != "baseline":
+        if self.fusion.weights is not None:
             a_id = torch.sigmoid(self.attention_conv(f))         # (B*T, 1, h, w)
         attr_logits = maps = None
         if self.attr_on:
@@ -233,7 +332,7 @@ class VideoBaseline(nn.Module):
             logits1, att1 = self.multi_attr_recoger1(fd, t)
             logits2, att2 = self.multi_attr_recoger2(fd, t)
             if self.attribute_loss == "mce":
-                if self.fusion_method == "ATTR_TA":
+                if self.fusion.attributes:
                     # (B*T, K, h, w) -> (B*T, 1, h, w): softmax over K, then over T
                     att1 = AttributeStreamMCE.fuse_maps(att1, self.attention_fusion1, t)
                     att2 = AttributeStreamMCE.fuse_maps(att2, self.attention_fusion2, t)
@@ -247,11 +346,7 @@ class VideoBaseline(nn.Module):
         if a_id is None:
             g = f.mean((2, 3))                                   # (B*T, C)
         else:
-            if self.fusion_method == "ATTR_TA":
-                # concat(F', A1*F', A2*F') pooled == F pooled under these 3 weight maps
-                w = torch.cat([a_id, a_id * maps[0], a_id * maps[1]], 1)  # (B*T, 3, h, w)
-            else:
-                w = a_id
+            w = self.fusion.weights(a_id, maps)                  # (B*T, k, h, w)
             hw = f.shape[-2] * f.shape[-1]
             g = torch.bmm(f.flatten(2), w.flatten(2).transpose(1, 2)) / hw  # (B*T, C, k)
             g = g.transpose(1, 2).flatten(1)                     # (B*T, k*C), blocks in order
@@ -264,12 +359,10 @@ class VideoBaseline(nn.Module):
         """Train: (cls_score, global_feat, attr_logits); eval: (feat, attr_logits)."""
         out = self._run(x)
         g = out["global_feat"]
-        feat = self.bottleneck(g) if self.neck == "bnneck" else g
+        feat = self.head.forward(self, g)
         if self.training:
             return self.classifier(feat), g, out["attr_logits"]
-        if self.neck == "bnneck" and self.neck_feat == "after":
-            return feat, out["attr_logits"]
-        return g, out["attr_logits"]
+        return (feat if self.neck_feat == "after" else g), out["attr_logits"]
 
     def forward_attention(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Attention maps of a clip batch x (B, T, 3, H, W).

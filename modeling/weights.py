@@ -17,7 +17,7 @@ from torch import nn
 from utils.checkpoint import load_file
 from utils.errors import UserError
 
-from .backbones import BACKBONE_NAMES, TORCHVISION_BACKBONES, build_backbone
+from .backbones import BACKBONES, TORCHVISION_BACKBONES, build_backbone
 
 logger = logging.getLogger("reid.model")
 
@@ -159,7 +159,7 @@ def backbones_fitting(base_state: Mapping[str, torch.Tensor]) -> list[str]:
     """
     want = {k.removeprefix("base."): s for k, s in _shapes(base_state).items()}
     fits = []
-    for name in BACKBONE_NAMES:
+    for name in BACKBONES.names():
         with torch.device("meta"):
             have = _shapes(build_backbone(name).state_dict())
         if have == want:
@@ -231,7 +231,7 @@ def _hints(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
                          f"{backbone or 'of the model'}: set MODEL.NAME {fits[0]}.")
         elif not fits:
             hints.append("the checkpoint's backbone is none of "
-                         f"{', '.join(BACKBONE_NAMES)} (keys like {_listed(sorted(base_f))}).")
+                         f"{', '.join(BACKBONES.names())} (keys like {_listed(sorted(base_f))}).")
     return hints
 
 

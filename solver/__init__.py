@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules (docs/behaviour.md#optimisation-and-training-loop)."""
 
 from solver.build import (
+    CenterSGD,
     available_optimizers,
     build_optimizer,
     make_center_optimizer,
@@ -10,6 +11,6 @@ from solver.build import (
 from solver.lr_scheduler import WarmupMultiStepLR
 
 __all__ = [
-    "WarmupMultiStepLR", "available_optimizers", "build_optimizer", "make_center_optimizer",
-    "make_optimizer", "make_scheduler",
+    "CenterSGD", "WarmupMultiStepLR", "available_optimizers", "build_optimizer",
+    "make_center_optimizer", "make_optimizer", "make_scheduler",
 ]

@@ -130,11 +130,50 @@ def make_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
         raise UserError(f"SOLVER.OPTIMIZER_NAME {s.OPTIMIZER_NAME!r}: {e}") from None
 
 
-def make_center_optimizer(cfg: CfgNode, criterion: nn.Module) -> torch.optim.Optimizer | None:
-    """SGD over the center-loss centres (lr SOLVER.CENTER_LR), or None without a center loss.
+class CenterSGD(torch.optim.SGD):
+    """SGD over the center-loss centres whose update ignores the loss weight (as in
+    reid-strong-baseline): every :meth:`step` first multiplies the centres' gradients by
+    ``1 / max(loss_weight, 1e-12)``, then takes the plain SGD step.
 
-    The fused kernel, as for the model's optimizer: with a grad scaler its step needs no host
-    sync.
+    The gradients are rescaled in place, after any ``GradScaler.unscale_`` (and any
+    cross-process averaging) the caller does before ``scaler.step(optimizer)``; a step that the
+    scaler skips leaves the centres unchanged, as a plain SGD's would.
+
+    Args:
+        params: the centres (parameters or parameter groups).
+        lr: learning rate (SOLVER.CENTER_LR).
+        loss_weight: the weight of the center loss in the total (SOLVER.CENTER_LOSS_WEIGHT).
+        fused: SGD's fused kernel (as for the model's optimizer: with a grad scaler its step
+            needs no host sync).
+    """
+
+    def __init__(self, params, lr: float, loss_weight: float, fused: bool | None = True):
+        super().__init__(params, lr=lr, fused=fused)
+        # in ``defaults`` (pickled with the optimizer), not in the parameter groups (the state
+        # dict, checkpoints included, stays that of a plain SGD)
+        self.defaults["loss_weight"] = float(loss_weight)
+
+    @property
+    def loss_weight(self) -> float:
+        """The center-loss weight that the step undoes."""
+        return self.defaults["loss_weight"]
+
+    def step(self, closure=None):
+        """Rescale the gradients by ``1 / loss_weight``, then the SGD step (no closure)."""
+        if closure is not None:
+            raise ValueError("CenterSGD.step takes no closure: it rescales the gradients "
+                             "that are there before the step")
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / max(self.loss_weight, 1e-12))
+        return super().step()
+
+
+def make_center_optimizer(cfg: CfgNode, criterion: nn.Module) -> CenterSGD | None:
+    """The :class:`CenterSGD` of the center-loss centres (lr SOLVER.CENTER_LR; it undoes the
+    criterion's ``center_weight``, SOLVER.CENTER_LOSS_WEIGHT for a criterion without one), or
+    None without a center loss.
 
     Raises:
         UserError: SOLVER.CENTER_LR is not a positive number.
@@ -145,7 +184,8 @@ def make_center_optimizer(cfg: CfgNode, criterion: nn.Module) -> torch.optim.Opt
     if not cfg.SOLVER.CENTER_LR > 0:
         raise UserError(f"Invalid value {cfg.SOLVER.CENTER_LR!r} for SOLVER.CENTER_LR (the "
                         "learning rate of the center loss centres); it must be > 0.")
-    return torch.optim.SGD(center.parameters(), lr=cfg.SOLVER.CENTER_LR, fused=True)
+    weight = getattr(criterion, "center_weight", cfg.SOLVER.CENTER_LOSS_WEIGHT)
+    return CenterSGD(center.parameters(), lr=cfg.SOLVER.CENTER_LR, loss_weight=weight)
 
 
 # The schedule's arguments (in the order their messages are told apart) and their keys.

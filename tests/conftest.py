@@ -53,7 +53,7 @@ def _reset_reid_logger():
 @pytest.fixture(scope="session")
 def tiny_mars(tmp_path_factory) -> Path:
     """A tiny synthetic MARS-format dataset (6 train ids, 32x16 frames) shared by the tests."""
-    from data.synthetic import write_synthetic_dataset
+    from tools.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data") / "mars"
     write_synthetic_dataset(root, fmt="mars", ids=12, tracklets=3, frames=6, size=(32, 16),

@@ -36,7 +36,7 @@ def trainer_of(root: str, out: str) -> Trainer:
     model = build_model(cfg, ds.num_train_pids, ds.attr_lens, device="cpu")
     model = wrap_distributed(model, torch.device("cpu"), cfg.MODEL.SYN_BN)
     return Trainer.from_config(cfg, model, (train, query, gallery), ds, torch.device("cpu"),
-                               None, ds.num_train_pids, ds.attr_lens)
+                               None)
 
 
 def gathered(t: torch.Tensor) -> list[torch.Tensor]:

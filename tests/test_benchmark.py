@@ -122,13 +122,22 @@ def test_train_sets_each_variants_cudnn_flag_before_its_steps(tmp_path, monkeypa
     assert torch.backends.cudnn.benchmark is False                   # restored afterwards
 
 
-def test_train_without_speedups(tmp_path):
-    res = run(tmp_path, "train", "--iters", "1", "--no-speedups")["train"]
+def test_train_without_speedups(tmp_path, capsys):
+    res = run(tmp_path, "train", "--iters", "1", "--no-speedups", "SOLVER.SEQS_PER_BATCH",
+              "8")["train"]
     assert res["order"] == ["no_speedups"] and res["baseline"] == "no_speedups"
+    assert list(res["variants"]) == ["no_speedups"]             # exactly the variant asked for
     v = res["variants"]["no_speedups"]
     assert (v["channels_last"], v["optimizer_kernels"], v["cudnn_benchmark"]) == (
         False, "foreach", False)
-    assert v["amp_dtype"] == "float32" and v["steps"] == 1 and v["step_s"] > 0
+    assert v["amp_dtype"] == "float32" and v["steps"] == 1 and v["clips"] == 8
+    # the derived figures are those of the measured ones
+    assert v["steps_s"] == [v["step_s"]] and v["speedup"] == 1.0
+    assert v["step_s"] == pytest.approx(sum(v["split_s"].values()))
+    assert v["clips_per_s"] == pytest.approx(8 / v["step_s"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.strip().startswith("no_speedups ")]
+    assert len(rows) == 1 and float(rows[0][4]) == pytest.approx(v["clips_per_s"], rel=1e-2)
 
 
 class FakeClock:

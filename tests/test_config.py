@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from config import cfg as global_cfg
-from config import get_cfg, load_cfg
-from engine.defaults import default_setup
+from config import get_cfg
+from engine.defaults import default_setup, load_cfg
 from tests.helpers import ROOT
 from utils.errors import UserError
 
@@ -137,7 +137,8 @@ def test_value_types_are_checked_and_coerced(tmp_path):
 
 
 def test_batch_must_be_multiple_of_instances():
-    with pytest.raises(UserError, match=r"SEQS_PER_BATCH \(30\).*NUM_INSTANCE \(4\)"):
+    with pytest.raises(UserError, match=r"SEQS_PER_BATCH 30 / 1 process\(es\)\) must be a "
+                                        r"multiple of DATALOADER.NUM_INSTANCE \(4\)"):
         load_cfg(None, ["DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "4",
                         "SOLVER.SEQS_PER_BATCH", "30"])
 

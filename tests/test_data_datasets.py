@@ -1,6 +1,7 @@
 """Dataset parsers: tiny folders in the real layouts, the real MARS split and attribute CSVs."""
 
 import csv
+import inspect
 import logging
 import os
 import shutil
@@ -12,7 +13,9 @@ import pandas as pd
 import pytest
 import scipy.io as sio
 
+from config import attributes_on, load_cfg
 from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, check_attribute_csv, load_attribute_table
+from data.build import attribute_mode, check_image_files
 from data.datasets import (
     DATASET_CLASSES,
     ILIDSVID,
@@ -25,6 +28,7 @@ from data.datasets import (
     dataset_class_of_frame,
     frame_fix,
 )
+from data.datasets.base import AttributeMatcher, AttributeRules, make_tracklets
 from data.transforms import read_image
 from tests.helpers import (
     TINY_DUKE,
@@ -440,3 +444,105 @@ def test_frame_fixes_come_from_the_dataset_class_that_holds_the_frame(tmp_path):
         folder_frame: "replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or "
                       "its tracklet folder).",
     }
+
+
+# ----------------------------------------------------------------------------- attribute matcher
+def _tracklet(pid: int, cam: int, tid: int, folder: str = "f") -> Tracklet:
+    return Tracklet((f"/d/{folder}/{pid}_{cam}_{tid}/1.jpg",), pid, cam - 1, (), (pid, cam, tid))
+
+
+def test_released_rules_distractors_gallery_and_unmatched_rows():
+    table = {(1, 1, 1): (0, 1), (2, 1, 1): (1, 0), (0, 2, 1): (1, 1), (9, 9, 9): (0, 0),
+             (-1, 1, 1): (0, 0)}
+    subsets = {"train": [_tracklet(1, 1, 1)], "query": [_tracklet(2, 1, 1)],
+               "gallery": [_tracklet(0, 2, 1), _tracklet(0, 3, 1), _tracklet(5, 1, 1)]}
+    found = AttributeMatcher("a.csv", table, 2).match(subsets)
+    # a distractor (pid 0) has unknown attributes even with a row; a gallery row may be missing
+    assert found.attributes == {"train": [(0, 1)], "query": [(1, 0)],
+                                "gallery": [(-1, -1), (-1, -1), (-1, -1)]}
+    assert found.error() is None and found.problems() == []
+    assert found.distractors == {"train": 0, "query": 0, "gallery": 2}
+    assert found.unmatched == [(9, 9, 9)]                  # the junk row (pid -1) is no match
+    assert found.notes() == [
+        "tracklets with an attribute row: train 1/1, query 1/1, gallery 0/1.",
+        "2 gallery distractor tracklet(s) (pid 0) need no attribute row.",
+        "1 gallery tracklet(s) (not distractors) have no row in 'a.csv'; training counts their "
+        "attributes as unknown.",
+        "1 row(s) of 'a.csv' match no tracklet of the split."]
+    # train and query need their rows: the first subset that lacks some is named
+    subsets["query"].append(_tracklet(4, 2, 3))
+    found = AttributeMatcher("a.csv", table, 2).match(subsets)
+    assert str(found.error()).startswith("1 query tracklet(s) have no row in the attribute file "
+                                         "'a.csv' (looked up by person_id, camera_id, "
+                                         "tracklets_id):\n  - pid 4, camera 2, tracklet 3")
+    assert found.problems() == [("query tracklet pid 4, camera 2, tracklet 3 (first image "
+                                 "/d/f/4_2_3/1.jpg) has no row in 'a.csv'", "/d/f/4_2_3")]
+    with pytest.raises(UserError, match="1 query tracklet"):
+        AttributeMatcher("a.csv", table, 2).assign(subsets)
+
+
+def test_exact_rules_need_a_row_per_tracklet_and_a_tracklet_per_row():
+    def folder_key(t):
+        return t.key[0], t.camid, t.img_paths[0].split("/")[3]
+
+    table = {(0, 0, "0_1_1"): (1,), (3, 0, "3_1_1"): (0,), (7, 0, "x"): (0,), (-2, 0, "j"): (0,)}
+    rules = AttributeRules(row_key=folder_key, exact=True)
+    subsets = {"train": [_tracklet(3, 1, 1)], "query": [_tracklet(0, 1, 1)],
+               "gallery": [_tracklet(5, 2, 1)]}
+    found = AttributeMatcher("b.csv", table, 1, rules, "edit it").match(subsets)
+    assert found.attributes == {"train": [(0,)], "query": [(1,)], "gallery": [(-1,)]}  # pid 0
+    assert found.unmatched == [(7, 0, "x")] and found.distractors["query"] == 0
+    assert str(found.error()) == (
+        "'b.csv' does not match the tracklets: 1 tracklet(s) have no row and 1 row(s) name no "
+        "tracklet:\n  - /d/f/5_2_1: no row (pid 5, camid 1, tracklet 5_2_1)\n  - row pid 7, "
+        "camid 0, tracklet x: no such tracklet folder\nFix: edit it.")
+    assert found.problems() == [
+        ("tracklet /d/f/5_2_1 has no row (pid 5, camid 1, tracklet 5_2_1) in 'b.csv'", ""),
+        ("'b.csv' has a row for pid 7, camid 0, tracklet x, but no such tracklet folder exists",
+         "b.csv")]
+    assert found.notes() == ["tracklets with an attribute row: 2/3."]
+
+
+def test_make_tracklets_relabels_train_and_matches_every_subset():
+    table = {(8, 1, 1): (1,), (3, 2, 1): (0,), (8, 2, 5): (1,)}
+    subsets = {"train": ([("a",), ("b",)], [(8, 1, 1), (3, 2, 1)]),
+               "query": ([("c",)], [(8, 2, 5)]), "gallery": ([], [])}
+    train, query, gallery = make_tracklets(subsets, AttributeMatcher("c.csv", table, 1))
+    assert train == [Tracklet(("a",), 1, 0, (1,), (8, 1, 1)),
+                     Tracklet(("b",), 0, 1, (0,), (3, 2, 1))]
+    assert query == [Tracklet(("c",), 8, 1, (1,), (8, 2, 5))] and gallery == []
+    assert make_tracklets(subsets)[1] == [Tracklet(("c",), 8, 1, (), (8, 2, 5))]
+
+
+# ----------------------------------------------------------------------------- one constructor
+def test_every_dataset_class_has_one_constructor_and_its_own_hints():
+    for cls in DATASET_CLASSES.values():
+        params = inspect.signature(cls).parameters
+        assert list(params) == ["root", "attributes", "verbose"], cls
+    # the fix of missing frames names the class's archive (the folder dataset: its folders)
+    assert Mars.frames_fix() == "restore them (re-extract bbox_train.zip and bbox_test.zip)"
+    assert DukeVideo.frames_fix() == "restore them (re-extract DukeMTMC-VideoReID.zip)"
+    assert ILIDSVID.frame_fix("x") == "restore the file(s) from i-LIDS-VID.tar (re-extract it)"
+    assert PRID2011.frame_fix("x") == "restore the file(s) from prid_2011.zip (re-extract it)"
+    assert "archive" not in FolderDataset.frames_fix()
+
+
+def test_missing_frames_of_a_folder_dataset_name_its_own_fix(tmp_path):
+    root = tmp_path / "mine"
+    for split, pid in (("train", "1"), ("train", "2"), ("query", "1"), ("gallery", "1")):
+        write_frame(root / split / pid / "0_a" / "001.jpg", 1)
+    ds = FolderDataset(str(root), attributes=False, verbose=False)
+    os.remove(ds.gallery[0].img_paths[0])
+    with pytest.raises(UserError) as e:
+        check_image_files(ds)
+    assert "Fix: restore them, or delete them (or their tracklet folders); `python -m " \
+           "tools.verify" in str(e.value) and "archive" not in str(e.value)
+
+
+def test_attributes_are_on_with_the_switch_and_a_dataset_that_has_them(tmp_path):
+    on, off = load_cfg(None, []), load_cfg(None, ["ATTR_RECOG_ON", "False"])
+    assert attributes_on(on, [[2], [3]]) and not attributes_on(on, None)
+    assert not attributes_on(off, [[2], [3]])
+    ds = Mars(str(write_tiny_mars(tmp_path / "mars", images=False)), verbose=False)
+    assert (attribute_mode(on, ds), attribute_mode(off, ds)) == ("bce", "none")
+    assert ILIDSVID.__init__ is Mars.__init__ is VideoReIDDataset.__init__

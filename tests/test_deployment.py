@@ -17,11 +17,11 @@ import main_baseline
 from config import load_cfg
 from data import make_data_loaders
 from data.attributes import decode_attribute_logits
-from data.synthetic import write_synthetic_dataset
 from engine.evaluator import extract_features
 from tests.helpers import run_dirs, tiny_opts
 from tools import export_features, export_onnx, search
 from tools.export_features import load_trained_model
+from tools.synthetic import write_synthetic_dataset
 
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime are not installed "

@@ -13,6 +13,7 @@ import main_baseline
 from engine import convert_sync_bn
 from tests.helpers import MARS_ATTR_LENS, ROOT, run_dirs, tiny_opts
 from utils.checkpoint import load_file
+from utils.metrics import format_metrics_table
 
 
 def test_train_then_evaluate_end_to_end(tiny_mars, tmp_path):
@@ -34,6 +35,8 @@ def test_train_then_evaluate_end_to_end(tiny_mars, tmp_path):
         assert np.isfinite(e["total"]) and e["loss_id"] > 0 and e["loss_aitl_related"] >= 0
     log = (run / "log.txt").read_text()
     assert "loss_triplet=" in log and "Precision: float32 (SOLVER.FP_16 on a CPU" in log
+    assert ("Loss: total = loss_id + (loss_triplet + loss_aitl_unrelated + loss_aitl_related) "
+            "/ 3 + loss_attr (the logged terms are weighted)") in log
     ck = load_file(str(run / "checkpoint_ep2.pth"))
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_r1", "rng"} <= set(ck)
     assert ck["epoch"] == 2
@@ -92,7 +95,11 @@ def test_evaluation_only_from_checkpoints(tiny_mars, tmp_path):
         got = metrics["evaluations"][0]
         assert got["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)
         assert got["R1"] == pytest.approx(trained["R1"], abs=1e-6)
-        assert "mAP   | R1    | R5" in (erun / "log.txt").read_text()   # the results table
+        # the results table of these numbers, under its heading
+        table = format_metrics_table({k: got[k] for k in ("mAP", "R1", "R5", "R10", "R20")})
+        assert table.startswith("mAP   | R1    | R5    | R10   | R20\n------+-------+")
+        log = (erun / "log.txt").read_text()
+        assert f"] Results of {weight} (" in log and f" s):\n{table}\n" in log
     # a checkpoint of another dataset (another number of identities): everything but the
     # identity classifier loads, and retrieval gives the same numbers
     other = tmp_path / "other_dataset.pth"

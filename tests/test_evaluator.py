@@ -6,6 +6,8 @@ both distances and re-ranking are each checked against code written the obvious 
 """
 
 import io
+import json
+import logging
 import sys
 
 import numpy as np
@@ -13,7 +15,10 @@ import pytest
 import torch
 
 import engine.evaluator as evaluator
+import utils.metrics as metrics
+import utils.pictures as pictures
 from engine.evaluator import evaluate, extract_features
+from engine.recorder import RunRecorder
 from modeling import VideoBaseline
 from utils.metrics import evaluate_rank
 from utils.reranking import re_ranking
@@ -173,7 +178,7 @@ def test_evaluate_equals_ranking_the_oracle_distances(model, monkeypatch, metric
         seen["distmat"] = distmat
         return evaluate_rank(distmat, *args)
 
-    monkeypatch.setattr(evaluator, "evaluate_rank", recording_evaluate_rank)
+    monkeypatch.setattr(metrics, "evaluate_rank", recording_evaluate_rank)
     res = evaluate(model, QUERY, GALLERY, torch.device("cpu"), metric=metric,
                    feat_norm=feat_norm, re_rank=re_rank, clips_per_batch=3, pool="avg",
                    attr_lens=ATTR_LENS, max_rank=5)
@@ -190,6 +195,8 @@ def test_evaluate_equals_ranking_the_oracle_distances(model, monkeypatch, metric
     assert res["mAP"] == pytest.approx(mAP, abs=1e-6)
     np.testing.assert_allclose(res["cmc"], cmc)
     assert (res["R1"], res["R5"]) == (pytest.approx(cmc[0]), pytest.approx(cmc[4]))
+    assert (res["R10"], res["R20"]) == (pytest.approx(cmc[4]),) * 2   # past the curve: its end
+    assert list(res)[:5] == ["mAP", "R1", "R5", "R10", "R20"]   # the table's order
     # attribute accuracy from the argmax of the averaged logits of query + gallery
     logits = torch.cat([q_logits, g_logits])
     targets = torch.stack([t[3] for t in QUERY + GALLERY])
@@ -197,6 +204,64 @@ def test_evaluate_equals_ranking_the_oracle_distances(model, monkeypatch, metric
     accuracy = (preds == targets).double().mean(0).numpy()
     got = np.array([a["acc"] for a in res["attr"]["per_attribute"].values()])
     np.testing.assert_allclose(got, accuracy)
+
+
+def nearest_is_a_match(r: metrics.Retrieval) -> dict[str, float]:
+    """An extra metric: the fraction of queries whose nearest gallery tracklet (any camera) has
+    their identity."""
+    nearest = r.distmat.argmin(axis=1)
+    return {"NN": float((r.g_pids[nearest] == r.q_pids).mean())}
+
+
+def test_a_registered_metric_reaches_the_results_records_table_and_curves(model, monkeypatch,
+                                                                          tmp_path, caplog):
+    monkeypatch.setattr(metrics, "RETRIEVAL_METRICS",
+                        [*metrics.RETRIEVAL_METRICS, nearest_is_a_match])
+    seen = {}
+
+    def recording_evaluate_rank(distmat, *args):
+        seen["distmat"] = distmat
+        return evaluate_rank(distmat, *args)
+
+    monkeypatch.setattr(metrics, "evaluate_rank", recording_evaluate_rank)
+    res = evaluate(model, QUERY, GALLERY, torch.device("cpu"), clips_per_batch=3, max_rank=5)
+    q_pids = np.array([t[1] for t in QUERY])
+    g_pids = np.array([t[1] for t in GALLERY])
+    expected = float((g_pids[seen["distmat"].argmin(1)] == q_pids).mean())
+    assert list(res)[:6] == ["mAP", "R1", "R5", "R10", "R20", "NN"]
+    assert res["NN"] == expected and 0 < expected < 1      # not a trivial value
+    # the recorder: metrics.json, the logged table and TensorBoard's scalars list every metric
+    drawn = []
+
+    def keep_figure(fig, path):
+        drawn.append(fig)
+        return path
+
+    monkeypatch.setattr(pictures, "_save", keep_figure)
+    recorder = RunRecorder(str(tmp_path), tensorboard=False)
+    with caplog.at_level(logging.INFO, logger="reid.train"):
+        recorder.evaluation(3, res, "Validation results")
+        recorder.close()
+    record = json.loads((tmp_path / "metrics.json").read_text())["evaluations"]
+    names = ("mAP", "R1", "R5", "R10", "R20", "NN")
+    assert record == [{"epoch": 3, **{k: res[k] for k in names}}]
+    table = metrics.format_metrics_table({k: res[k] for k in names})
+    assert f"Validation results:\n{table}" in caplog.text
+    assert table.splitlines()[0].split() == ["mAP", "|", "R1", "|", "R5", "|", "R10", "|",
+                                             "R20", "|", "NN"]
+    assert table.splitlines()[2].split()[-1] == f"{100 * expected:.1f}"
+    # the curves: one line per metric, the extra one included, drawn at its values
+    (figure,) = drawn
+    ax_eval = figure.axes[2]
+    assert [t.get_text() for t in ax_eval.get_legend().get_texts()] == list(names)
+    assert ax_eval.get_lines()[-1].get_ydata().tolist() == [100 * expected]
+
+
+def test_metrics_of_the_same_name_are_an_error(monkeypatch):
+    monkeypatch.setattr(metrics, "RETRIEVAL_METRICS",
+                        [*metrics.RETRIEVAL_METRICS, lambda r: {"R1": 0.0}])
+    with pytest.raises(ValueError, match=r"repeats the name\(s\) \['R1'\]"):
+        metrics.retrieval_metrics(np.array([[0.1, 0.5]]), [1], [1, 2], [0], [1, 1])
 
 
 def test_the_evaluate_settings_change_the_distances(model):
@@ -263,7 +328,7 @@ def test_distances_are_float32_for_autocast_features(model, monkeypatch, dtype):
             np.testing.assert_array_equal(d, evaluator.query_gallery_distances(
                 qf.to(dtype).float(), gf.to(dtype).float(), metric))
     seen = []
-    monkeypatch.setattr(evaluator, "evaluate_rank",
+    monkeypatch.setattr(metrics, "evaluate_rank",
                         lambda distmat, *args: seen.append(distmat) or evaluate_rank(distmat,
                                                                                       *args))
     evaluate(model, QUERY, GALLERY, torch.device("cpu"), clips_per_batch=3, max_rank=5)

@@ -17,11 +17,11 @@ import torch
 
 import main_baseline
 from config import load_cfg
-from data.synthetic import MARKER_NAME, write_synthetic_dataset
 from data.verification import verify_dataset
 from engine import defaults
 from tests.helpers import run_dirs, tiny_opts
 from tools import verify
+from tools.synthetic import MARKER_NAME, write_synthetic_dataset
 from utils.checkpoint import load_file
 from utils.errors import UserError, user_message
 
@@ -228,7 +228,8 @@ def test_bad_enumerated_value(capsys, good_run, tiny_mars, key, value, allowed):
 
 def test_batch_not_a_multiple_of_num_instance(capsys, good_run, tiny_mars):
     err = fails(capsys, good_run, tiny_mars, "SOLVER.SEQS_PER_BATCH", "5")
-    assert "SOLVER.SEQS_PER_BATCH (5) must be a multiple of DATALOADER.NUM_INSTANCE (2)" in err
+    assert ("The batch of 5 tracklets per process (SOLVER.SEQS_PER_BATCH 5 / 1 process(es)) "
+            "must be a multiple of DATALOADER.NUM_INSTANCE (2)") in err
 
 
 @pytest.mark.parametrize("extra, message", [

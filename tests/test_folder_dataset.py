@@ -12,14 +12,14 @@ import main_baseline
 from config import load_cfg
 from data import build_dataset
 from data.attributes import MARS_SCHEMA, read_attribute_schema, write_attribute_schema
-from data.datasets import DATASET_CLASSES, FolderDataset, Tracklet
+from data.datasets import DATASETS, FolderDataset, Tracklet
 from data.datasets.folder import split_tracklets
-from data.synthetic import MARKER_NAME, write_synthetic_dataset
 from data.transforms import read_image
 from data.verification import verify_dataset
 from tests.helpers import run_dirs, tiny_opts, write_frame
 from tools import synthetic as synthetic_tool
 from tools import verify
+from tools.synthetic import MARKER_NAME, write_synthetic_dataset
 from utils.errors import UserError
 
 SCHEMA_YML = ("id_irrelevant:\n  pose: 3\n  occlusion: 2\n"
@@ -110,7 +110,7 @@ def test_attr_recog_on_without_the_files_names_both_and_the_keys(tmp_path):
 def test_split_folder_and_registry(tiny):
     tracklets, junk = split_tracklets(str(tiny / "gallery"))
     assert junk == 1 and [t.pid for t in tracklets] == [5, 9, 30]
-    assert DATASET_CLASSES["folder"] is FolderDataset
+    assert DATASETS["folder"] is FolderDataset
     assert (FolderDataset.attribute_schema, FolderDataset.attribute_file) == (None,
                                                                               "attributes.csv")
 
@@ -337,6 +337,7 @@ def test_synthetic_if_missing_writes_a_folder_dataset(tmp_path):
                           "DATASETS.SYNTHETIC.IF_MISSING", "True", "DATASETS.SYNTHETIC.IDS", "4",
                           "DATASETS.SYNTHETIC.TRACKLETS", "2", "DATASETS.SYNTHETIC.FRAMES", "2",
                           "DATASETS.SYNTHETIC.SIZE", "[16, 8]"])
+    synthetic_tool.ensure_dataset(cfg)   # what the commands run before reading the dataset
     assert build_dataset(cfg).attr_lens == MARS_SCHEMA.attr_lens
 
 

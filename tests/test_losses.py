@@ -1,5 +1,8 @@
 """Losses: vectorised mining against per-anchor loop oracles, values and gradients."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +14,10 @@ from layers import (
     CrossEntropyLabelSmooth,
     ReidCriterion,
     aitl_loss,
+    attribute_group_vectors,
+    attribute_loss,
     batch_hard_triplet_loss,
+    loss_formula,
     make_loss,
     pairwise_distance,
 )
@@ -20,6 +26,7 @@ from layers.distance import _Gram
 from layers.triplet import _batch_hard_from_dist
 from tests.helpers import MARS_ATTR_LENS, ROOT
 from tools.benchmark_losses import format_table, run_loss_benchmark
+from utils.attribute_schemas import BUILTIN_SCHEMAS, DUKE_SCHEMA, MARS_SCHEMA, AttributeSchema
 from utils.errors import UserError
 
 
@@ -390,17 +397,101 @@ def test_make_loss_attribute_switches():
     assert make_loss(cfg, 4, MARS_ATTR_LENS).attr_mode is None
 
 
-def test_make_loss_reads_the_folder_datasets_attribute_schema(tmp_path):
-    from data.synthetic import write_synthetic_dataset
+def test_make_loss_reads_no_file_the_folder_dataset_passes_its_attr_lens(tmp_path):
+    from tools.synthetic import write_synthetic_dataset
 
-    cfg = get_cfg()
-    cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR = "folder", str(tmp_path / "none")
-    assert make_loss(cfg, 4).attr_mode is None                  # no attributes.yml there
     root = write_synthetic_dataset(tmp_path / "tracklets", fmt="folder", ids=4, tracklets=2,
                                    frames=2, size=(32, 16))
-    cfg.DATASETS.ROOT_DIR = str(root)
-    crit = make_loss(cfg, 4)
+    assert (root / "attributes.yml").is_file()
+    cfg = get_cfg()
+    cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR = "folder", str(root)
+    assert make_loss(cfg, 4).attr_mode is None          # attributes.yml is not read
+    crit = make_loss(cfg, 4, MARS_ATTR_LENS)           # the folder dataset's dataset.attr_lens
     assert crit.attr_mode == "bce" and crit.attr_lens == MARS_ATTR_LENS
+
+
+@pytest.mark.parametrize(("name", "schema"), [("mars", MARS_SCHEMA), ("duke", DUKE_SCHEMA)])
+def test_make_loss_uses_the_builtin_schema_of_the_paper_datasets(name, schema):
+    cfg = get_cfg()
+    cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR = name, "/nonexistent/folder"
+    crit = make_loss(cfg, 4)
+    assert crit.attr_mode == "bce" and crit.attr_lens == schema.attr_lens
+    assert BUILTIN_SCHEMAS[name] is schema
+
+
+def test_builtin_schemas_are_the_dataset_classes_and_data_reexports_them():
+    from data import attributes
+    from data.datasets import DATASET_CLASSES
+
+    assert {n: c.attribute_schema for n, c in DATASET_CLASSES.items()
+            if c.attribute_schema is not None} == dict(BUILTIN_SCHEMAS)
+    assert attributes.MARS_SCHEMA is MARS_SCHEMA and attributes.DUKE_SCHEMA is DUKE_SCHEMA
+    assert attributes.AttributeSchema is AttributeSchema
+    assert MARS_SCHEMA.attr_lens == MARS_ATTR_LENS
+    assert [sum(g) for g in DUKE_SCHEMA.attr_lens] == [25, 33]
+
+
+def test_layers_and_the_schemas_load_without_data():
+    code = ("import sys, layers, utils.attribute_schemas; "
+            "assert not [m for m in sys.modules if m == 'data' or m.startswith('data.')]")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# ----------------------------------------------------------------------------- terms
+def _unweighted(crit, outputs, pids, targets):
+    """Every term of ``crit`` computed without its weight, from the loss functions."""
+    cls, feat, logits = outputs
+    terms = {"loss_id": crit.id_loss(cls, pids)}
+    if crit.attr_mode is None:
+        terms["loss_triplet"] = batch_hard_triplet_loss(feat, pids, crit.margin, crit.metric)
+    else:
+        groups = attribute_group_vectors(logits, crit.attr_mode, crit.attr_lens)
+        terms["loss_triplet"] = batch_hard_triplet_loss(feat, pids, crit.margin, crit.metric)
+        terms["loss_aitl_unrelated"] = aitl_loss(feat, pids, groups[0], crit.metric)
+        terms["loss_aitl_related"] = aitl_loss(feat, pids, groups[1], crit.metric)
+        terms["loss_attr"] = attribute_loss(logits, targets, crit.attr_mode)
+    if crit.center_loss is not None:
+        terms["loss_center"] = crit.center_loss(feat, pids)
+    return terms
+
+
+@pytest.mark.parametrize(("attr_mode", "center"), [(None, False), ("bce", False),
+                                                    ("mce", False), ("bce", True),
+                                                    (None, True)])
+def test_criterion_terms_are_its_weighted_sum(attr_mode, center):
+    outputs, pids, targets = model_outputs(attr_mode)
+    crit = ReidCriterion(4, attr_mode=attr_mode,
+                         attr_lens=MARS_ATTR_LENS if attr_mode else None, use_center=center,
+                         feat_dim=12, center_weight=0.01)
+    losses = crit(outputs, pids, targets)
+    names = [name for name, _ in crit.terms]
+    assert names == [k for k in losses if k != "total"]
+    unweighted = _unweighted(crit, outputs, pids, targets)
+    for name, weight in crit.terms:
+        torch.testing.assert_close(losses[name], weight * unweighted[name])
+    torch.testing.assert_close(losses["total"],
+                               sum(w * unweighted[n] for n, w in crit.terms))
+    expected = {None: [("loss_id", 1.0), ("loss_triplet", 1.0)],
+                "bce": [("loss_id", 1.0), ("loss_triplet", 1 / 3),
+                        ("loss_aitl_unrelated", 1 / 3), ("loss_aitl_related", 1 / 3),
+                        ("loss_attr", 1.0)]}
+    assert crit.terms == expected.get(attr_mode, expected["bce"]) + (
+        [("loss_center", 0.01)] if center else [])
+
+
+def test_formula_is_written_from_the_terms():
+    cfg = get_cfg()
+    assert make_loss(cfg, 4).formula() == ("total = loss_id + (loss_triplet + "
+                                           "loss_aitl_unrelated + loss_aitl_related) / 3 + "
+                                           "loss_attr")
+    assert make_loss(cfg, 4, None).formula({"loss_id": "ID"}) == "total = ID + loss_triplet"
+    cfg.SOLVER.USE_CENTER_LOSS = True
+    cfg.MODEL.IF_WITH_CENTER, cfg.MODEL.METRIC_LOSS_TYPE = "yes", "triplet_center"
+    assert make_loss(cfg, 4, None, feat_dim=3).formula().endswith(" + 0.0005 * loss_center")
+    assert loss_formula([("a", 1.0), ("b", 0.5), ("c", 0.5), ("d", 1 / 7), ("e", 0.1234567),
+                         ("f", 2.0)], {"f": "x + y"}) == (
+        "total = a + 0.5 * (b + c) + d / 7 + 0.1235 * e + 2 * (x + y)")
+    assert loss_formula([]) == "total = 0"
 
 
 def test_make_loss_center_loss_on_request():
@@ -422,9 +513,15 @@ def test_make_loss_center_loss_on_request():
 
 
 def test_loss_benchmark_runs_and_its_loop_baseline_agrees():
-    results = run_loss_benchmark(batch_sizes=(8,), feat_dim=16, repeats=1, metric="euclid")
-    row = results[8]
-    assert set(row) == {"loop_pair_ms", "ours_pair_ms", "speedup_pair", "loop_all_ms",
-                        "ours_all_ms", "speedup_all"}
-    assert all(v > 0 for v in row.values())
-    assert format_table(results).count("\n") == 1
+    results = run_loss_benchmark(batch_sizes=(8, 12), feat_dim=16, repeats=1, metric="euclid")
+    assert list(results) == [8, 12]                     # exactly the batch sizes asked for
+    for row in results.values():
+        assert set(row) == {"loop_pair_ms", "ours_pair_ms", "speedup_pair", "loop_all_ms",
+                            "ours_all_ms", "speedup_all"}
+        for name in ("pair", "all"):                   # each speed-up is of its own timings
+            assert row[f"speedup_{name}"] == row[f"loop_{name}_ms"] / row[f"ours_{name}_ms"]
+    lines = format_table(results).splitlines()
+    assert [int(line.split("|")[0]) for line in lines[1:]] == [8, 12]   # a row per batch size
+    assert lines[2].endswith(f"{results[12]['speedup_all']:>7.1f}x")
+    with pytest.raises(ValueError, match="batch size 6 is not a multiple of 4"):
+        run_loss_benchmark(batch_sizes=(6,), feat_dim=16, repeats=1)

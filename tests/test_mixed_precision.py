@@ -39,8 +39,7 @@ def _trainer(cfg, state: dict | None = None) -> tuple[Trainer, list]:
     model = build_model(cfg, ds.num_train_pids, ds.attr_lens, device=CPU)
     if state is not None:
         model.load_state_dict(state)
-    trainer = Trainer.from_config(cfg, model, (train, query, gallery), ds, CPU, None,
-                                  ds.num_train_pids, ds.attr_lens)
+    trainer = Trainer.from_config(cfg, model, (train, query, gallery), ds, CPU, None)
     train.batch_sampler.set_epoch(1)
     return trainer, list(itertools.islice(iter(train), 3))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from config import load_cfg
-from data.datasets import DATASET_CLASSES, PRID2011, DukeVideo, Mars
+from data.datasets import DATASETS, PRID2011, DukeVideo, Mars
 from modeling import VideoBaseline, build_model
 from tools import model_info
 from tools.model_info import count_flops, count_parameters, dataset_facts
@@ -81,13 +81,13 @@ def test_dataset_facts_are_the_dataset_classes():
     assert dataset_facts("mars") == (625, MARS_ATTR_LENS)
     assert dataset_facts("duke") == (702, DukeVideo.attribute_schema.attr_lens)
     assert dataset_facts("prid") == (PRID2011.standard_train_pids, None)
-    for name, cls in DATASET_CLASSES.items():
+    for name, cls in DATASETS.items():
         if cls.standard_train_pids is not None:
             assert dataset_facts(name)[0] == cls.standard_train_pids
 
 
 def test_the_folder_dataset_needs_num_classes_and_reads_its_schema(tmp_path, capsys):
-    from data.synthetic import write_synthetic_dataset
+    from tools.synthetic import write_synthetic_dataset
 
     with pytest.raises(UserError, match="DATASETS.NAME folder has no standard split.*"
                                         "--num-classes"):

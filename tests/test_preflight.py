@@ -9,23 +9,22 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 import main_baseline
-from config import get_cfg, load_cfg
+from config import get_cfg
 from config.defaults import _C
 from config.validate import (
     CHOICES,
-    DATASETS_WITH_ATTRIBUTES,
     POSITIVE_INTS,
     RANGES,
     SIZES,
-    SYNTHETIC_FORMATS,
     UNCHECKED,
     split_list_value,
 )
-from data.datasets import DATASET_CLASSES
-from data.synthetic import write as synthetic_write
-from data.synthetic.plan import FORMATS
+from data.datasets import DATASETS, datasets_with_attributes
+from engine.defaults import SYNTHETIC_FORMATS, load_cfg
 from solver import make_center_optimizer, make_optimizer, make_scheduler
 from tests.helpers import ROOT
+from tools.synthetic import write as synthetic_write
+from tools.synthetic.plan import FORMATS
 from utils.errors import UserError
 
 DEMO = str(ROOT / "configs" / "demo.yml")
@@ -63,8 +62,11 @@ def test_every_numeric_key_has_a_check():
 
 
 def test_the_dataset_facts_agree_with_the_data_package():
-    assert set(DATASETS_WITH_ATTRIBUTES) == {
-        name for name, cls in DATASET_CLASSES.items() if cls.attribute_file is not None}
+    """The datasets with attributes (the size check) are read from the dataset registry; the
+    layouts of the IF_MISSING check are the synthetic writer's."""
+    assert set(datasets_with_attributes()) == {
+        name for name, cls in DATASETS.items() if cls.attribute_file is not None}
+    assert set(datasets_with_attributes()) == {"mars", "duke", "folder"}
     assert set(SYNTHETIC_FORMATS) == set(FORMATS)
 
 
@@ -204,7 +206,7 @@ def test_a_nan_in_a_yml_file_names_the_key(tmp_path):
     assert "Invalid value nan for SOLVER.BASE_LR" in refused([], str(f))
 
 
-@pytest.mark.parametrize("name", DATASETS_WITH_ATTRIBUTES)
+@pytest.mark.parametrize("name", datasets_with_attributes())
 def test_train_and_test_sizes_must_agree_with_attributes(name):
     """The check that stopped a run at its first evaluation, now in validation."""
     opts = ["DATASETS.NAME", name, "INPUT.SIZE_TRAIN", "[255,127]", "INPUT.SIZE_TEST", "[64,32]"]
@@ -214,7 +216,7 @@ def test_train_and_test_sizes_must_agree_with_attributes(name):
     assert load_cfg(None, [*opts, "ATTR_RECOG_ON", "False"]).INPUT.SIZE_TEST == [64, 32]
 
 
-@pytest.mark.parametrize("name", sorted(set(DATASET_CLASSES) - set(DATASETS_WITH_ATTRIBUTES)))
+@pytest.mark.parametrize("name", sorted(set(DATASETS) - set(datasets_with_attributes())))
 def test_sizes_may_differ_without_attributes(name):
     cfg = load_cfg(None, ["DATASETS.NAME", name, "INPUT.SIZE_TRAIN", "[255,127]"])
     assert cfg.INPUT.SIZE_TEST == [384, 128]

@@ -9,6 +9,7 @@ import torch.nn as nn
 from config import get_cfg, load_cfg
 from layers import make_loss
 from solver import (
+    CenterSGD,
     WarmupMultiStepLR,
     build_optimizer,
     make_center_optimizer,
@@ -148,6 +149,79 @@ def test_center_optimizer_only_with_center_loss():
     opt = make_center_optimizer(cfg, crit)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == cfg.SOLVER.CENTER_LR
     assert opt.param_groups[0]["params"][0] is crit.center_loss.centers
+    assert isinstance(opt, CenterSGD) and opt.loss_weight == cfg.SOLVER.CENTER_LOSS_WEIGHT
+    crit.center_weight = 0.25                 # the criterion's own weight is the one undone
+    assert make_center_optimizer(cfg, crit).loss_weight == 0.25
+    # the state dict (checkpoints) is a plain fused SGD's
+    plain = torch.optim.SGD(crit.center_loss.parameters(), lr=cfg.SOLVER.CENTER_LR, fused=True)
+    assert opt.state_dict() == plain.state_dict()
+
+
+def _centre_grads(seed: int = 3) -> tuple[nn.Parameter, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (nn.Parameter(torch.randn(5, 4, generator=g)),
+            torch.randn(5, 4, generator=g) * 1e-3)
+
+
+def _backward(centres, grad, scaler=None):
+    """Gradient ``grad`` on the centres (times the scale with a grad scaler)."""
+    loss = (centres * grad).sum()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def _old_centre_step(centres, grad, weight, lr, scaler=None):
+    """The trainer's former centre update: (unscale,) rescale by 1 / weight, then SGD."""
+    opt = torch.optim.SGD([centres], lr=lr, fused=True)
+    _backward(centres, grad, scaler)
+    if scaler is not None:
+        scaler.unscale_(opt)
+    torch._foreach_mul_([centres.grad], 1.0 / max(weight, 1e-12))
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
+    return centres.detach().clone(), centres.grad.clone()
+
+
+@pytest.mark.parametrize("weight", [0.0005, 0.3, 0.0])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_center_optimizer_step_equals_rescale_then_sgd(weight, scaled):
+    lr = 0.5
+    a, grad = _centre_grads()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if scaled else None
+    old, old_grad = _old_centre_step(a, grad, weight, lr, scaler)
+    b, _ = _centre_grads()
+    opt = CenterSGD([b], lr=lr, loss_weight=weight)
+    if scaled:
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        _backward(b, grad, scaler)
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+    else:
+        _backward(b, grad)
+        opt.step()
+    assert torch.equal(b.detach(), old) and torch.equal(b.grad, old_grad)
+    assert not torch.equal(old, _centre_grads()[0].detach())        # it moved
+
+
+def test_center_optimizer_skipped_step_keeps_the_centres():
+    c, grad = _centre_grads()
+    before = c.detach().clone()
+    opt = CenterSGD([c], lr=0.5, loss_weight=0.0005)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    _backward(c, grad, scaler)
+    c.grad[0, 0] = float("inf")
+    scaler.unscale_(opt)
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(c.detach(), before) and scaler.get_scale() == 512.0
+    with pytest.raises(ValueError, match="closure"):
+        opt.step(lambda: 0.0)
+    opt.zero_grad()
+    opt.step()                                       # no gradient: nothing to rescale
+    assert torch.equal(c.detach(), before)
 
 
 # ----------------------------------------------------------------------------- schedule

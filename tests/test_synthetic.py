@@ -1,8 +1,11 @@
-"""The synthetic dataset writer: exact on-disk formats, determinism, content, safety."""
+"""The synthetic dataset writer (tools.synthetic): exact on-disk formats, determinism, content,
+safety, and its first-use write by the commands (ensure_dataset; data/ only reads)."""
 
 from __future__ import annotations
 
+import ast
 import csv
+import logging
 import os
 import re
 import subprocess
@@ -15,12 +18,16 @@ import pytest
 import scipy.io as sio
 from PIL import Image
 
+from config import get_cfg
+from data import build_dataset
 from data.attributes import DUKE_SCHEMA, KEY_COLUMNS, MARS_SCHEMA
-from data.synthetic import MARKER_NAME, write_synthetic_dataset
-from data.synthetic import plan as synthetic_plan
-from data.synthetic import render as synthetic_render
-from data.synthetic import write as synthetic_write
+from engine.defaults import SYNTHETIC_FORMATS, load_cfg
 from tools import synthetic as synthetic_tool
+from tools.synthetic import MARKER_NAME, write_synthetic_dataset
+from tools.synthetic import command as synthetic_command
+from tools.synthetic import plan as synthetic_plan
+from tools.synthetic import render as synthetic_render
+from tools.synthetic import write as synthetic_write
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -412,3 +419,109 @@ def test_duke_with_many_tracklets_per_identity(tmp_path):
                                    size=(16, 8))
     train = duke_tracklets(root, "train")
     assert len(train) == 9 and len(duke_tracklets(root, "gallery")) == 2 * 9 + 1
+
+
+# ------------------------------------------------------------- first use, at the command level
+def first_use_cfg(root: Path, name: str = "mars", if_missing: bool = True):
+    """A tiny synthetic dataset config (DATASETS.SYNTHETIC.IF_MISSING) at ``root``."""
+    return load_cfg(None, ["DATASETS.NAME", name, "DATASETS.ROOT_DIR", str(root),
+                           "DATASETS.SYNTHETIC.IF_MISSING", str(if_missing),
+                           "DATASETS.SYNTHETIC.IDS", "4", "DATASETS.SYNTHETIC.TRACKLETS", "2",
+                           "DATASETS.SYNTHETIC.FRAMES", "2", "DATASETS.SYNTHETIC.SIZE",
+                           "[16, 8]", "DATASETS.SYNTHETIC.SEED", "5"])
+
+
+@pytest.fixture
+def data_log():
+    """The messages logged under reid.data (the "reid" logger may not propagate)."""
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger("reid.data")
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield records
+    log.removeHandler(handler)
+    log.setLevel(old_level)
+
+
+def test_building_a_dataset_writes_nothing(tmp_path):
+    """data.build_dataset only reads: a missing root is an error even with IF_MISSING."""
+    root = tmp_path / "missing"
+    with pytest.raises(UserError):
+        build_dataset(first_use_cfg(root))
+    assert not root.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_ensure_dataset_writes_a_missing_root_once(tmp_path, monkeypatch, data_log):
+    barriers = []
+    monkeypatch.setattr(synthetic_command, "synchronize", lambda: barriers.append(1))
+    root = tmp_path / "demo"
+    cfg = first_use_cfg(root)
+    synthetic_tool.ensure_dataset(cfg)
+    assert data_log == [f"DATASETS.ROOT_DIR {root} does not exist: writing a synthetic mars "
+                        "dataset (4 ids x 2 tracklets x 2 frames, 16x8, seed 5)"]
+    assert barriers == [1]
+    assert snapshot(root) == snapshot(write_synthetic_dataset(
+        tmp_path / "direct", "mars", ids=4, tracklets=2, frames=2, size=(16, 8), seed=5))
+    synthetic_tool.ensure_dataset(cfg)                # the folder exists: nothing to do
+    assert len(data_log) == 1 and barriers == [1]
+    assert build_dataset(cfg).num_train_pids == 2
+
+
+def test_ensure_dataset_writes_on_rank_0_only_and_every_rank_waits(tmp_path, monkeypatch,
+                                                                   data_log):
+    barriers = []
+    monkeypatch.setattr(synthetic_command, "synchronize", lambda: barriers.append(1))
+    monkeypatch.setattr(synthetic_command, "is_main_process", lambda: False)
+    root = tmp_path / "demo"
+    synthetic_tool.ensure_dataset(first_use_cfg(root))
+    assert not root.exists() and data_log == [] and barriers == [1]
+
+
+def test_ensure_dataset_leaves_other_configs_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic_command, "synchronize",
+                        lambda: pytest.fail("no barrier without a write"))
+    synthetic_tool.ensure_dataset(first_use_cfg(tmp_path / "off", if_missing=False))
+    cfg = get_cfg()                                   # empty ROOT_DIR: build_dataset names it
+    cfg.DATASETS.SYNTHETIC.IF_MISSING = True
+    synthetic_tool.ensure_dataset(cfg)
+    (tmp_path / "there").mkdir()
+    synthetic_tool.ensure_dataset(first_use_cfg(tmp_path / "there"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["there"]
+    assert list((tmp_path / "there").iterdir()) == []
+    cfg = get_cfg()                                   # a config that skipped validation
+    cfg.merge_from_list(["DATASETS.NAME", "prid", "DATASETS.ROOT_DIR", str(tmp_path / "prid"),
+                         "DATASETS.SYNTHETIC.IF_MISSING", True])
+    with pytest.raises(UserError, match="IF_MISSING writes the mars/duke/folder formats only; "
+                                        "DATASETS.NAME is 'prid'"):
+        synthetic_tool.ensure_dataset(cfg)
+
+
+def test_the_validated_layouts_are_the_writers():
+    """engine.load_cfg refuses IF_MISSING for a layout the writer lacks (its copy of the list)."""
+    assert SYNTHETIC_FORMATS == tuple(synthetic_plan.FORMATS)
+
+
+def test_every_command_that_reads_a_config_dataset_writes_it_first():
+    """main_baseline.py and every tool that builds the dataset of a config call
+    ensure_dataset (data/ writes nothing); tools.verify only reports a missing folder."""
+    reads = re.compile(r"\b(build_dataset|make_data_loaders)\(")
+    commands = [ROOT / "main_baseline.py", *sorted((ROOT / "tools").glob("*.py"))]
+    readers = [p for p in commands if reads.search(p.read_text())]
+    assert {p.name for p in readers} >= {"main_baseline.py", "export_features.py",
+                                         "export_onnx.py", "visualize.py"}
+    for path in readers:
+        assert "ensure_dataset(" in path.read_text(), path.name
+    assert "ensure_dataset" not in (ROOT / "tools" / "verify.py").read_text()
+    for path in (ROOT / "data").rglob("*.py"):
+        assert "write_synthetic_dataset" not in path.read_text(), path
+
+
+def test_data_synthetic_is_only_the_public_command():
+    """``data/synthetic/``: the ``python -m data.synthetic`` shim and a docstring."""
+    folder = ROOT / "data" / "synthetic"
+    assert sorted(p.name for p in folder.glob("*.py")) == ["__init__.py", "__main__.py"]
+    tree = ast.parse((folder / "__init__.py").read_text())
+    assert len(tree.body) == 1 and isinstance(tree.body[0].value, ast.Constant)

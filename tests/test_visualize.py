@@ -261,6 +261,20 @@ def test_architecture_shapes_come_from_the_model():
     assert info["num_classes"] == 625                                        # MARS train ids
 
 
+def test_architecture_loss_formula_comes_from_the_criterion():
+    info = architecture.describe_architecture(load_cfg("", _tiny_arch_opts()), num_classes=7)
+    assert [n for n, _ in info["loss_terms"]] == ["loss_id", "loss_triplet",
+                                                  "loss_aitl_unrelated", "loss_aitl_related",
+                                                  "loss_attr"]
+    assert pictures.formula_lines(info["loss_formula"]) == [
+        "total = ID + (triplet + AITL1 + AITL2) / 3", "          + BCE1 + BCE2"]
+    info = architecture.describe_architecture(load_cfg("", _tiny_arch_opts(
+        "ATTR_RECOG_ON", "False", "SOLVER.USE_CENTER_LOSS", "True", "MODEL.IF_WITH_CENTER",
+        "yes", "MODEL.METRIC_LOSS_TYPE", "triplet_center", "SOLVER.CENTER_LOSS_WEIGHT", "0.01")),
+        num_classes=7)
+    assert info["center_loss"] and info["loss_formula"] == "total = ID + triplet + 0.01 * center"
+
+
 def test_architecture_without_attributes_draws(tmp_path):
     cfg = load_cfg("", _tiny_arch_opts("ATTR_RECOG_ON", "False", "MODEL.NECK", "no"))
     path = pictures.draw_architecture(architecture.describe_architecture(cfg, 5),
@@ -289,8 +303,13 @@ def test_ranks_of_two_checkpoints_of_one_run_do_not_overwrite_each_other(trained
     assert len(list((out / f"ranks_{worse.stem}").glob("query_*.png"))) == 1
 
 
-def test_attention_frames_cycle_a_short_tracklet():
+def test_attention_frames_are_the_evenly_sampled_clip():
+    # a short tracklet is cycled, as clip sampling does
     paths = ("a.jpg", "b.jpg")
     assert visualize._clip_frames(paths, 5) == ["a.jpg", "b.jpg", "a.jpg", "b.jpg", "a.jpg"]
-    assert visualize._clip_frames(("a", "b", "c", "d", "e", "f", "g", "h"), 4) == \
-        list(pictures.pick_frames(("a", "b", "c", "d", "e", "f", "g", "h"), 4))
+    # "evenly" sampling: frames 0, s, 2s, .. with stride s = (n - n % T) // T
+    frames = tuple("abcdefghij")                                      # 10 frames, T=4: s=2
+    assert visualize._clip_frames(frames, 4) == ["a", "c", "e", "g"]
+    assert visualize._clip_frames(frames[:8], 4) == ["a", "c", "e", "g"]   # not the last, h
+    assert visualize._clip_frames(frames, 3) == ["a", "d", "g"]              # s=3
+    assert visualize._clip_frames(frames[:4], 4) == ["a", "b", "c", "d"]

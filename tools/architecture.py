@@ -14,11 +14,11 @@ import os
 import torch
 from torch import nn
 
-from config import load_cfg
-from engine.defaults import check_output_dir
+from engine.defaults import check_output_dir, load_cfg
+from layers import make_loss
 from modeling import build_model
 from tools.model_info import dataset_facts, dataset_schema
-from utils.pictures import draw_architecture
+from utils.pictures import draw_architecture, loss_labels
 
 logger = logging.getLogger("reid.visualize")
 
@@ -62,7 +62,8 @@ def describe_architecture(cfg, num_classes: int | None = None) -> dict:
     """Build the config's model on the CPU and read its real shapes.
 
     The backbone map, the attention maps, the feature and the logits come from one forward
-    pass of a dummy clip (1, T, 3, H, W) in eval mode; layer widths from the layers themselves.
+    pass of a dummy clip (1, T, 3, H, W) in eval mode; layer widths from the layers themselves;
+    the loss terms and their weights from the training criterion (``layers.make_loss``).
 
     Args:
         cfg: the config (MODEL.*, INPUT.SIZE_TRAIN, DATASETS.NAME/SEQ_LEN/ATTRIBUTE_LOSS, ...).
@@ -79,6 +80,8 @@ def describe_architecture(cfg, num_classes: int | None = None) -> dict:
     t = cfg.DATASETS.SEQ_LEN
     h_in, w_in = (int(v) for v in cfg.INPUT.SIZE_TRAIN)
     out = _forward_shapes(model, t, h_in, w_in)
+    criterion = make_loss(cfg, num_classes, attr_lens if model.attr_on else None,
+                          feat_dim=model.feat_dim)
     _, c, h, w = out["F"]
     identity = out["maps"]["identity"]
     info = {
@@ -90,7 +93,9 @@ def describe_architecture(cfg, num_classes: int | None = None) -> dict:
         "params": sum(p.numel() for p in model.parameters()) / 1e6,
         "id_map": None if identity is None else tuple(identity.shape[-2:]),
         "label_smooth": cfg.MODEL.IF_LABELSMOOTH == "on", "distance": cfg.DISTANCE,
-        "margin": cfg.SOLVER.MARGIN, "center_loss": bool(cfg.SOLVER.USE_CENTER_LOSS),
+        "margin": cfg.SOLVER.MARGIN, "center_loss": criterion.center_loss is not None,
+        "loss_terms": criterion.terms,
+        "loss_formula": criterion.formula(loss_labels(criterion.attr_mode)),
     }
     if model.attr_on:
         info.update(_attribute_info(model, out["attr_logits"], out["maps"], schema.groups))

@@ -23,6 +23,7 @@ import sys
 
 import torch
 
+from config import attributes_on
 from data.attributes import encode_attributes
 from tools.benchmark_pipeline import (
     benchmark_config,
@@ -70,7 +71,7 @@ def random_train_batch(cfg, attr_lens: list[list[int]] | None) -> tuple:
     k = cfg.DATALOADER.NUM_INSTANCE
     h, w = cfg.INPUT.SIZE_TRAIN
     n_attr = sum(len(g) for g in attr_lens) if attr_lens else 0
-    mode = cfg.DATASETS.ATTRIBUTE_LOSS if cfg.ATTR_RECOG_ON and attr_lens else "none"
+    mode = cfg.DATASETS.ATTRIBUTE_LOSS if attributes_on(cfg, attr_lens) else "none"
     attrs = encode_attributes(torch.zeros(b, n_attr, dtype=torch.long), attr_lens, mode)
     return (torch.randn(b, t, 3, h, w), torch.arange(b // k).repeat_interleave(k),
             torch.zeros(b, dtype=torch.long), attrs)

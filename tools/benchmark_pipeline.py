@@ -13,20 +13,21 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from types import SimpleNamespace
 
 import torch
 from PIL import Image
 from yacs.config import CfgNode
 
-from config import load_cfg
 from data import make_data_loaders
-from data.synthetic import write_synthetic_dataset
 from data.transforms import read_image
 from engine import Trainer, amp_settings, configure_backends, evaluation_dtype, extract_features
+from engine.defaults import load_cfg
 from engine.evaluator import clips_per_batch, inference_model
 from modeling import VideoBaseline, build_model
 from solver import make_scheduler
 from tools.model_info import count_flops, dataset_facts
+from tools.synthetic import ensure_dataset, write_synthetic_dataset
 
 # Dense clips per MARS test tracklet (T=4) at the 10/30/50/70/90th percentiles of the real
 # split (tracks_test_info.mat: median 8, mean 14.3, up to 200 after the cap).
@@ -139,8 +140,10 @@ def build_trainer(cfg: CfgNode, device: torch.device, train_loader: Iterable | N
         cfg = without_speedups(cfg)
     configure_backends(device, training=speedups)
     model = build_bench_model(cfg, device, attr_lens)
-    trainer = Trainer.from_config(cfg, model, (train_loader, None, None), dataset, device, None,
-                                  num_classes, attr_lens)
+    # what the Trainer reads of a dataset, with the standard classifier width of the model
+    facts = SimpleNamespace(num_train_pids=num_classes, attr_lens=attr_lens,
+                            attr_names=getattr(dataset, "attr_names", None))
+    trainer = Trainer.from_config(cfg, model, (train_loader, None, None), facts, device, None)
     if not speedups:
         trainer.optimizer = foreach_kernels(trainer.optimizer)
         trainer.scheduler = make_scheduler(cfg, trainer.optimizer)
@@ -332,6 +335,7 @@ def bench_data(cfg: CfgNode, workers: tuple[int, ...] = (0, 1, 2), batches: int 
     process (frames = clips x T), one intra-op thread for both, as in a loader worker;
     ``pipeline_to_decode_ratio`` is their ratio (1 would be a pipeline as fast as decoding).
     """
+    ensure_dataset(cfg)
     train_loader, query_loader, _, dataset = make_data_loaders(_with_workers(cfg, 0))
     paths = [p for t in dataset.train for p in t.img_paths]
     out: dict[str, float] = {}

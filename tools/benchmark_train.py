@@ -30,6 +30,7 @@ from tools.benchmark_pipeline import (
     phase_timer,
     with_overrides,
 )
+from tools.synthetic import ensure_dataset
 
 TRAIN_PHASES = ("data_wait", "to_device", "forward", "loss", "backward", "optimizer")
 
@@ -218,6 +219,7 @@ def bench_train(cfg: CfgNode, device: torch.device, steps: int = 3,
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     names = list(variants or default_variants(device))
+    ensure_dataset(cfg)
     train_loader, _, _, dataset = make_data_loaders(cfg)
     batches = forever(train_loader)
     saved = torch.backends.cudnn.benchmark

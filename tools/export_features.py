@@ -29,20 +29,18 @@ import sys
 from collections import Counter
 
 import numpy as np
-import torch
 from yacs.config import CfgNode
 
-from config import load_cfg
 from data import build_dataset
 from data.attributes import decode_attribute_logits
 from data.build import make_test_loader
 from data.datasets import Tracklet, VideoReIDDataset
 from data.datasets.folder import split_tracklets
 from engine import default_argument_parser, evaluation_dtype, parse_command_line
-from engine.defaults import DEFAULT_CONFIG
-from engine.evaluator import evaluation_kwargs, extract_features
-from modeling import VideoBaseline, build_model, load_model_weights
-from utils.checkpoint import atomic_write, check_writable_file, load_file
+from engine.defaults import DEFAULT_CONFIG, load_cfg
+from engine.evaluator import evaluation_kwargs, extract_features, load_trained_model
+from tools.synthetic import ensure_dataset
+from utils.checkpoint import atomic_write, check_writable_file
 from utils.comm import resolve_device
 from utils.errors import UserError, run_cli
 
@@ -54,24 +52,6 @@ SPLITS = ("query", "gallery", "train")
 META_KEYS = ("config_file", "weights", "dataset", "root", "split", "feat_dim", "pool",
              "feat_norm", "metric", "re_rank", "neck_feat", "seq_len", "input_size",
              "attr_names")
-
-
-def load_trained_model(cfg: CfgNode, dataset: VideoReIDDataset,
-                       device: torch.device) -> VideoBaseline:
-    """The config's model with the weights of TEST.WEIGHT, in eval mode on ``device``.
-
-    Raises:
-        UserError: TEST.WEIGHT is empty, unreadable, or does not fit the model.
-    """
-    if not cfg.TEST.WEIGHT:
-        raise UserError("No weights given: add TEST.WEIGHT path/to/checkpoint.pth after the "
-                        "options (a trained run's checkpoint_ep*.pth or rank1_*.pth).")
-    state = load_file(cfg.TEST.WEIGHT)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
-                        device=device)
-    load_model_weights(model, state, source=f"checkpoint '{cfg.TEST.WEIGHT}' (TEST.WEIGHT)",
-                       retrieval_only=True)
-    return model.to(device).eval()
 
 
 def _split_tracklets(cfg: CfgNode, dataset: VideoReIDDataset, split: str
@@ -172,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_command_line(build_parser(), argv)
     cfg = load_cfg(args.config_file or None, args.opts)
     check_writable_file(args.out)            # before the extraction, not after it
+    ensure_dataset(cfg)
     arrays = export_features(cfg, args.split, args.config_file, not args.no_progress)
     write_npz(args.out, arrays)
     n, d = arrays["features"].shape

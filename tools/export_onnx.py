@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import load_cfg
 from data import build_dataset
 from engine import default_argument_parser, parse_command_line
-from engine.defaults import DEFAULT_CONFIG
+from engine.defaults import DEFAULT_CONFIG, load_cfg
 from modeling import VideoBaseline
 from tools.export_features import load_trained_model
+from tools.synthetic import ensure_dataset
 from utils.checkpoint import check_writable_file
 from utils.errors import UserError, run_cli
 
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     _onnxruntime()
     cfg = load_cfg(args.config_file or None, args.opts)
     check_writable_file(args.out)
+    ensure_dataset(cfg)
     network = DeployedNetwork(load_trained_model(cfg, build_dataset(cfg), torch.device("cpu")))
     clip_shape = (cfg.DATASETS.SEQ_LEN, 3, *(int(v) for v in cfg.INPUT.SIZE_TEST))
     folder = os.path.dirname(os.path.abspath(args.out))

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from config import load_cfg
 from data.attributes import AttributeSchema
-from data.datasets import DATASET_CLASSES
+from data.datasets import DATASETS
 from engine import parse_command_line
+from engine.defaults import load_cfg
 from modeling import build_model
 from utils.errors import UserError, run_cli
 
@@ -81,14 +81,14 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 def dataset_schema(name: str, root: str = "") -> AttributeSchema | None:
     """The attribute schema of a dataset: its class's, or the folder dataset's
     ``root/attributes.yml`` (None without attributes)."""
-    return DATASET_CLASSES[name].schema_for(root)
+    return DATASETS[name].schema_for(root)
 
 
 def dataset_facts(name: str, root: str = "", num_classes: int | None = None
                   ) -> tuple[int, list[list[int]] | None]:
     """``(training identities, attribute class counts per group or None)`` of a dataset.
 
-    Read from its class (:data:`DATASET_CLASSES`); the folder dataset has no standard split
+    Read from its class (:data:`DATASETS`); the folder dataset has no standard split
     (``num_classes`` must be given) and keeps its attribute schema in ``root/attributes.yml``
     (None when the file is absent).
 
@@ -96,7 +96,7 @@ def dataset_facts(name: str, root: str = "", num_classes: int | None = None
         UserError: no ``num_classes`` for a dataset without a standard split.
     """
     schema = dataset_schema(name, root)
-    num_classes = num_classes or DATASET_CLASSES[name].standard_train_pids
+    num_classes = num_classes or DATASETS[name].standard_train_pids
     if num_classes is None:
         raise UserError(f"DATASETS.NAME {name} has no standard split: pass the number of "
                         "training identities with --num-classes N.")

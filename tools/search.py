@@ -8,10 +8,11 @@ DISTANCE, TEST.FEAT_NORM and TEST.RE_RANKING that the files' ``meta`` records), 
 protocol: a gallery tracklet of the query's pid seen by the query's camera is no retrieval
 (:func:`tools.visualize.top_k`). ``ranks.csv`` holds the top-k of every query: ``query, rank,
 gallery, distance, same_id`` (tracklet names as in the files; ``same_id`` 1/0, empty when a
-file has no pids). When both files carry pids and camids, CMC and mAP are printed
-(:func:`utils.metrics.evaluate_rank`): for the query and gallery files of the same weights they
-are the numbers of ``main_baseline.py --eval-only``. ``--pictures`` draws the ranked list of
-the first queries (their frames are read under the ``root`` that ``meta`` records).
+file has no pids). When both files carry pids and camids, the evaluation's metrics (mAP and
+CMC ranks) are printed (:func:`utils.metrics.retrieval_metrics`): for the query and gallery
+files of the same weights they are the numbers of ``main_baseline.py --eval-only``.
+``--pictures`` draws the ranked list of the first queries (their frames are read under the
+``root`` that ``meta`` records).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import torch
 
 from data.datasets.base import sorted_entries
 from engine.evaluator import query_gallery_distances
+from engine.recorder import metric_values
 from tools.visualize import top_k
 from utils.checkpoint import check_writable_file
 from utils.errors import UserError, run_cli
-from utils.metrics import evaluate_rank, format_results_table
+from utils.metrics import format_metrics_table, retrieval_metrics
 from utils.pictures import draw_ranked_list
 
 __all__ = ["REQUIRED_FIELDS", "build_parser", "load_features", "main", "search",
@@ -164,7 +166,8 @@ def search(query_path: str, gallery_path: str, topk: int, out: str,
         num_pictures: how many queries (the first ones) are drawn.
 
     Returns:
-        ``{"R1", "R5", "R10", "R20", "mAP", "cmc"}`` (fractions) when both files have pids and
+        the evaluation's metrics (``mAP, R1, R5, R10, R20``: fractions, see
+        :func:`utils.metrics.retrieval_metrics`) and ``cmc`` when both files have pids and
         camids and a query has a match on another camera, else None.
 
     Raises:
@@ -224,12 +227,11 @@ def _search(query_path: str, gallery_path: str, topk: int, out: str, pictures: s
     if not with_ids:
         return None, summary
     try:
-        cmc, mAP = evaluate_rank(dist, query["pids"], gallery["pids"], query["camids"],
-                                 gallery["camids"])
+        metrics, cmc = retrieval_metrics(dist, query["pids"], gallery["pids"], query["camids"],
+                                         gallery["camids"])
     except ValueError:            # no query has a match on another camera
         return None, summary
-    ranks = {f"R{r}": float(cmc[min(r, len(cmc)) - 1]) for r in (1, 5, 10, 20)}
-    return {**ranks, "mAP": float(mAP), "cmc": cmc}, summary
+    return {**metrics, "cmc": cmc}, summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pictures:
         print(f"drew the ranked lists of the first queries in {args.pictures}")
     if results is not None:
-        print(format_results_table(results["cmc"], results["mAP"]))
+        print(format_metrics_table(metric_values(results)))
     return 0
 
 

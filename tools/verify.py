@@ -23,9 +23,8 @@ import sys
 
 from tqdm import tqdm
 
-from config import load_cfg
 from data.verification import verify_dataset
-from engine.defaults import DEFAULT_CONFIG, default_argument_parser, parse_command_line
+from engine.defaults import DEFAULT_CONFIG, default_argument_parser, load_cfg, parse_command_line
 from utils.errors import run_cli
 
 __all__ = ["build_parser", "main"]

@@ -29,21 +29,24 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from config import load_cfg
 from data import make_data_loaders
 from data.attributes import decode_attribute_logits
 from data.datasets import VideoReIDDataset
+from data.sampling import sample_evenly_clip
 from data.transforms import build_transforms
 from engine import CONFIG_KEY, evaluation_dtype, parse_command_line
+from engine.defaults import load_cfg
 from engine.evaluator import (
     clips_per_batch,
     extract_features,
     inference_model,
+    load_trained_model,
     query_gallery_distances,
+    read_trained_weights,
 )
-from modeling import build_model, load_model_weights
 from tools.architecture import ARCH_FILE, DEFAULT_ARCH_CONFIG, visualize_architecture
-from utils.checkpoint import choose_checkpoint, load_file
+from tools.synthetic import ensure_dataset
+from utils.checkpoint import choose_checkpoint
 from utils.comm import resolve_device
 from utils.errors import UserError, run_cli
 from utils.logger import setup_logger
@@ -51,7 +54,6 @@ from utils.pictures import (
     attribute_lines,
     draw_attention,
     draw_ranked_list,
-    pick_frames,
     plot_curves,
 )
 
@@ -98,7 +100,8 @@ def one_weight(opts: list[str]) -> list[str]:
 
 
 def load_run(cfg_file: str | None, opts: list[str]) -> LoadedRun:
-    """The config, device, dataset, loaders and the model loaded from TEST.WEIGHT (eval mode).
+    """The config, device, dataset, loaders and the model loaded from TEST.WEIGHT (eval mode,
+    :func:`engine.evaluator.load_trained_model`).
 
     The checkpoint is read before the dataset so that a bad path fails at once. Pictures go
     under OUTPUT_DIR when it is given on the command line, else beside the checkpoint (the
@@ -106,18 +109,13 @@ def load_run(cfg_file: str | None, opts: list[str]) -> LoadedRun:
     """
     opts = one_weight(opts)
     cfg = load_cfg(cfg_file, opts, freeze=False)
-    if not cfg.TEST.WEIGHT:
-        raise UserError("No checkpoint given: add TEST.WEIGHT path/to/checkpoint.pth after the "
-                        "options (a trained run's rank1_*.pth or checkpoint_ep*.pth).")
-    state = load_file(cfg.TEST.WEIGHT)
+    state = read_trained_weights(cfg)
     cfg.DATALOADER.NUM_WORKERS = min(cfg.DATALOADER.NUM_WORKERS, 2)
     cfg.freeze()
     device, _ = resolve_device(cfg.MODEL.DEVICE, cfg.MODEL.DEVICE_ID)
+    ensure_dataset(cfg)
     _, query_loader, gallery_loader, dataset = make_data_loaders(cfg)
-    model = build_model(cfg, dataset.num_train_pids, dataset.attr_lens, load_pretrained=False,
-                        device=device)
-    load_model_weights(model, state, retrieval_only=True)
-    model.to(device).eval()
+    model = load_trained_model(cfg, dataset, device, state)
     given = "OUTPUT_DIR" in opts[0::2] and cfg.OUTPUT_DIR
     out_dir = cfg.OUTPUT_DIR if given else os.path.dirname(os.path.abspath(cfg.TEST.WEIGHT))
     return LoadedRun(cfg, device, dataset, query_loader, gallery_loader, model, out_dir)
@@ -182,10 +180,10 @@ def visualize_ranks(cfg_file: str | None, opts: list[str], num_queries: int = 8,
 
 # ---------------------------------------------------------------------------------- attention
 def _clip_frames(paths: tuple, seq_len: int) -> list[str]:
-    """``seq_len`` frames evenly spread over a tracklet, repeated when it is shorter."""
-    frames = pick_frames(paths, seq_len)
-    n = len(frames)
-    return frames + [frames[i % n] for i in range(n, seq_len)]   # cycle, as clip sampling
+    """The ``seq_len`` frames of a tracklet's evenly spaced clip, in temporal order (the
+    "evenly" clip sampling, :func:`data.sampling.sample_evenly_clip`: cycled when the tracklet
+    is shorter)."""
+    return [paths[i] for i in sample_evenly_clip(len(paths), seq_len).tolist()]
 
 
 def _predicted_lines(run: LoadedRun, attr_logits, truth) -> list[tuple[str, tuple]]:

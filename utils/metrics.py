@@ -2,14 +2,18 @@
 
 - :func:`compute_distance_matrix`: cosine or Euclidean distances, computed in row chunks.
 - :func:`evaluate_rank`: CMC and mAP under the MARS / DukeMTMC-VID protocol, vectorised.
+- :data:`RETRIEVAL_METRICS` / :func:`retrieval_metrics`: the named metrics of an evaluation
+  (mAP, CMC at ranks 1, 5, 10, 20), each a function of a :class:`Retrieval`.
 - :func:`attribute_metrics`: per-attribute accuracy and macro F1, plus their means.
-- :func:`format_results_table`: a small printable table of mAP and CMC ranks.
+- :func:`format_metrics_table` / :func:`format_results_table`: a small printable table of the
+  metrics (mAP and CMC ranks).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -222,6 +226,80 @@ def evaluate_rank(distmat: np.ndarray | torch.Tensor, q_pids: ArrayLike, g_pids:
     return cmc, float(ap[valid].mean())
 
 
+CMC_RANKS = (1, 5, 10, 20)   # the CMC ranks an evaluation reports
+
+
+class Retrieval(NamedTuple):
+    """What a retrieval metric reads: the (m, n) query-gallery distances, the (m,) query and
+    (n,) gallery identities and cameras (int64), and the CMC curve and mAP that
+    :func:`evaluate_rank` computed from them."""
+
+    distmat: np.ndarray
+    q_pids: np.ndarray
+    g_pids: np.ndarray
+    q_camids: np.ndarray
+    g_camids: np.ndarray
+    cmc: np.ndarray
+    mAP: float
+
+
+def mean_average_precision(r: Retrieval) -> dict[str, float]:
+    """``{"mAP": mAP}`` (fraction)."""
+    return {"mAP": float(r.mAP)}
+
+
+def cmc_at_ranks(r: Retrieval) -> dict[str, float]:
+    """The CMC curve at :data:`CMC_RANKS`, ``{"R1": .., "R5": .., "R10": .., "R20": ..}``
+    (fractions; a rank past the curve reads its last value)."""
+    return {f"R{k}": float(r.cmc[min(k, len(r.cmc)) - 1]) for k in CMC_RANKS}
+
+
+RetrievalMetric = Callable[[Retrieval], dict[str, float]]
+
+# The metrics of an evaluation, in the order of the results table: each function maps a
+# Retrieval to {name: fraction}. Every name is logged in the results table, recorded in
+# metrics.json, mirrored to TensorBoard and drawn in curves.png (engine.recorder), so a new
+# metric is one function and one entry here.
+RETRIEVAL_METRICS: list[RetrievalMetric] = [mean_average_precision, cmc_at_ranks]
+
+
+def retrieval_metrics(distmat: np.ndarray | torch.Tensor, q_pids: ArrayLike, g_pids: ArrayLike,
+                      q_camids: ArrayLike, g_camids: ArrayLike,
+                      max_rank: int = 50) -> tuple[dict[str, float], np.ndarray]:
+    """The :data:`RETRIEVAL_METRICS` of a query-gallery distance matrix, and its CMC curve.
+
+    The arguments are :func:`evaluate_rank`'s (computed once; every metric reads its result).
+
+    Returns:
+        ``(metrics, cmc)``: ``{name: fraction}`` in :data:`RETRIEVAL_METRICS` order (today
+        ``mAP, R1, R5, R10, R20``) and the float64 CMC curve of length ``max_rank``.
+
+    Raises:
+        ValueError: :func:`evaluate_rank`'s errors; two metrics of the same name.
+
+    Example:
+        >>> d = np.array([[0.1, 0.5, 0.2]])
+        >>> metrics, cmc = retrieval_metrics(d, [1], [1, 1, 2], [0], [1, 2, 1], max_rank=3)
+        >>> {k: round(v, 4) for k, v in metrics.items()}
+        {'mAP': 0.8333, 'R1': 1.0, 'R5': 1.0, 'R10': 1.0, 'R20': 1.0}
+    """
+    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
+    dist = np.asarray(distmat.detach().cpu() if torch.is_tensor(distmat) else distmat)
+    m, n = dist.shape
+    r = Retrieval(dist, _as_int_array(q_pids, "q_pids", m), _as_int_array(g_pids, "g_pids", n),
+                  _as_int_array(q_camids, "q_camids", m), _as_int_array(g_camids, "g_camids", n),
+                  cmc, mAP)
+    values: dict[str, float] = {}
+    for metric in RETRIEVAL_METRICS:
+        new = metric(r)
+        repeated = sorted(values.keys() & new.keys())
+        if repeated:
+            raise ValueError(f"retrieval metric {getattr(metric, '__name__', metric)!r} repeats "
+                             f"the name(s) {repeated} of an earlier one")
+        values.update(new)
+    return values, cmc
+
+
 def attribute_metrics(preds: ArrayLike, targets: ArrayLike, attr_names: Sequence[str],
                       id_relevant: Sequence[bool]) -> dict:
     """Per-attribute accuracy and macro F1, and their means (all / ID-relevant attributes).
@@ -292,9 +370,35 @@ def attribute_metrics(preds: ArrayLike, targets: ArrayLike, attr_names: Sequence
     }
 
 
+def _table(heads: Sequence[str], fractions: Sequence[float]) -> str:
+    """Columns ``heads`` over one row of ``fractions`` in percent with one decimal."""
+    cells = [f"{100 * float(v):.1f}" for v in fractions]
+    width = max(5, *(len(x) for x in [*heads, *cells]))
+    header = " | ".join(h.ljust(width) for h in heads)
+    rule = "-+-".join("-" * width for _ in heads)
+    row = " | ".join(c.ljust(width) for c in cells)
+    return "\n".join(line.rstrip() for line in (header, rule, row))
+
+
+def format_metrics_table(metrics: Mapping[str, float]) -> str:
+    """A small printable table of named metrics (fractions), one column per name in order,
+    in percent with one decimal (the results table of :func:`retrieval_metrics`' metrics).
+
+    Example:
+        >>> print(format_metrics_table({"mAP": 0.8, "R1": 0.9, "mINP": 0.55}))
+        mAP   | R1    | mINP
+        ------+-------+------
+        80.0  | 90.0  | 55.0
+    """
+    if not metrics:
+        raise ValueError("no metric to show")
+    return _table(list(metrics), list(metrics.values()))
+
+
 def format_results_table(cmc: ArrayLike, mAP: float,
-                         ranks: Sequence[int] = (1, 5, 10, 20)) -> str:
-    """A small printable table of mAP and CMC at ``ranks``, in percent with one decimal.
+                         ranks: Sequence[int] = CMC_RANKS) -> str:
+    """A small printable table of mAP and CMC at ``ranks``, in percent with one decimal
+    (:func:`format_metrics_table` of ``mAP`` and ``R<rank>``).
 
     Ranks beyond the length of ``cmc`` read its last value (the padding convention of
     :func:`evaluate_rank`).
@@ -310,11 +414,5 @@ def format_results_table(cmc: ArrayLike, mAP: float,
         raise ValueError("cmc is empty")
     if any(r < 1 for r in ranks):
         raise ValueError(f"ranks must be >= 1, got {tuple(ranks)}")
-    heads = ["mAP"] + [f"R{r}" for r in ranks]
-    values = [100 * float(mAP)] + [100 * float(cmc[min(r, cmc.size) - 1]) for r in ranks]
-    cells = [f"{v:.1f}" for v in values]
-    width = max(5, *(len(x) for x in heads + cells))
-    header = " | ".join(h.ljust(width) for h in heads)
-    rule = "-+-".join("-" * width for _ in heads)
-    row = " | ".join(c.ljust(width) for c in cells)
-    return "\n".join(line.rstrip() for line in (header, rule, row))
+    return _table(["mAP"] + [f"R{r}" for r in ranks],
+                  [mAP] + [cmc[min(r, cmc.size) - 1] for r in ranks])

@@ -76,12 +76,31 @@ def pick_frames(paths: Sequence[str], n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- curves
+def evaluation_metrics(evaluations: Sequence[Mapping]) -> list[str]:
+    """The metrics of metrics.json's "evaluations" records, in first-seen order: every number
+    but the epoch (the nested attribute metrics are no curve).
+
+    Example:
+        >>> evaluation_metrics([{"epoch": 0, "mAP": 0.1, "R1": 0.2, "attr": {}},
+        ...                     {"epoch": 2, "mAP": 0.3, "R1": 0.4, "mINP": 0.05}])
+        ['mAP', 'R1', 'mINP']
+    """
+    keys: dict[str, None] = {}
+    for record in evaluations:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                keys[key] = None
+    return list(keys)
+
+
 def plot_curves(epochs: Sequence[Mapping], evaluations: Sequence[Mapping], out_path: str) -> str:
-    """Three panels: the loss terms, the learning rate and R1/R5/mAP over the epochs.
+    """Three panels: the loss terms, the learning rate and the evaluation metrics (mAP, R1, R5,
+    R10, R20: :func:`evaluation_metrics`) over the epochs.
 
     Args:
         epochs: the "epochs" records of metrics.json (keys "epoch", "lr", "loss_*", "total").
-        evaluations: its "evaluations" records (keys "epoch", "R1", "R5", "mAP" as fractions).
+        evaluations: its "evaluations" records (key "epoch" and the metrics as fractions; a
+            metric missing from a record is a gap in its curve).
         out_path: the PNG to write (1500 x 400 pixels).
 
     Returns:
@@ -101,8 +120,9 @@ def plot_curves(epochs: Sequence[Mapping], evaluations: Sequence[Mapping], out_p
     ax_lr.set(title="learning rate", xlabel="epoch", yscale="log" if epochs else "linear")
     if evaluations:
         x = [e["epoch"] for e in evaluations]
-        for key in ("R1", "R5", "mAP"):
-            ax_eval.plot(x, [100 * e[key] for e in evaluations], marker="o", label=key)
+        for key in evaluation_metrics(evaluations):
+            ax_eval.plot(x, [100 * e.get(key, float("nan")) for e in evaluations], marker="o",
+                         label=key)
         ax_eval.legend(fontsize=8)
     ax_eval.set(title="evaluation", xlabel="epoch", ylabel="%", ylim=(0, 100))
     for ax in axes:
@@ -367,18 +387,42 @@ def _draw_reid_losses(ax, info: Mapping) -> None:
     _arrow(ax, [(77.5, _ID_Y0), (77.5, 28.5), (_LOSS_X0, 28.5)])
 
 
+def loss_labels(attr_mode: str | None) -> dict[str, str]:
+    """The diagram's names of the criterion's terms (the keys of ``layers.ReidCriterion.terms``),
+    for ``ReidCriterion.formula``: the names of the loss boxes."""
+    return {"loss_id": "ID", "loss_triplet": "triplet", "loss_aitl_unrelated": "AITL1",
+            "loss_aitl_related": "AITL2",
+            "loss_attr": "BCE1 + BCE2" if attr_mode == "bce" else "mean attribute CE",
+            "loss_center": "center"}
+
+
+def formula_lines(formula: str, width: int = 48) -> list[str]:
+    """``formula`` cut at its ``" + "`` outside parentheses into lines of at most ``width``
+    characters (a longer piece keeps a line of its own); later lines start with ``"+"``,
+    indented."""
+    pieces, depth, start = [], 0, 0
+    for i, char in enumerate(formula):
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and formula.startswith(" + ", i):
+            pieces.append(formula[start:i])
+            start = i + 3
+    pieces.append(formula[start:])
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + 3 + len(piece) <= width:
+            lines[-1] += " + " + piece
+        else:
+            lines.append("          + " + piece)
+    return lines
+
+
 def _draw_legend_and_total(ax, info: Mapping) -> None:
     """The arrow legend and the total loss (bottom left)."""
     attr = info["attr_mode"]
-    total = ["total = ID + triplet"]
-    if attr:
-        total = ["total = ID + (triplet + AITL1 + AITL2) / 3",
-                 "          + " + ("BCE1 + BCE2" if attr == "bce" else "mean attribute CE")]
-    if info["center_loss"]:
-        total[-1] += " + center"
-    if attr and info["fusion"] == "ATTR_TA":
-        total += ["A1, A2 are not detached in the fusion:",
-                  "the re-ID losses train the attention layers"]
+    total = formula_lines(info["loss_formula"])
+    notes = (["A1, A2 are not detached in the fusion:",
+              "the re-ID losses train the attention layers"]
+             if attr and info["fusion"] == "ATTR_TA" else [])
     legend = [("-", "0.2", "forward (gradients flow back)"),
               ("--", _DETACH_COLOUR, "F.detach(): attribute losses stop here"),
               (":", _PICK_COLOUR, "attribute logits pick the AITL positives")]
@@ -387,8 +431,9 @@ def _draw_legend_and_total(ax, info: Mapping) -> None:
         _arrow(ax, [(1.5, y), (6.5, y)], style=ls, color=col)
         ax.text(7.5, y, text, fontsize=8, va="center")
     ax.text(1.5, 13.2, "loss:", fontsize=8.5, fontweight="bold", va="center")
-    for i, line in enumerate(total):
-        ax.text(1.5, 10.8 - 2.2 * i - (0.8 if i >= 2 else 0), line, fontsize=8, va="center")
+    for i, line in enumerate(total + notes):
+        ax.text(1.5, 10.8 - 2.2 * i - (0.8 if i >= len(total) else 0), line, fontsize=8,
+                va="center")
 
 
 def _attribute_texts(info: Mapping, g: int) -> tuple[list[str], list[str], tuple[str, str]]:
@@ -448,7 +493,8 @@ def draw_architecture(info: Mapping, out_path: str, config_name: str = "") -> st
         info: the model's names, shapes and numbers (``tools.architecture.describe_architecture``):
             "dataset", "backbone", "last_stride", "T", "H", "W", "C", "h", "w", "fusion",
             "feat_dim", "num_classes", "neck", "neck_feat", "params" (millions), "id_map"
-            (h, w) or None, "label_smooth", "distance", "margin", "center_loss", "attr_mode"
+            (h, w) or None, "label_smooth", "distance", "margin", "center_loss",
+            "loss_formula" (the criterion's ``formula(loss_labels(attr_mode))``), "attr_mode"
             ("bce", "mce" or None) and, with attributes, "group_sizes", "group_widths",
             "group_names", "stream_mid", "positions" (bce) and "attr_map" (h, w).
         out_path: the PNG to write (its folder is created).

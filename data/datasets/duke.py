@@ -23,10 +23,9 @@ import numpy as np
 from data.attributes import DUKE_SCHEMA, AttributeFixes
 from data.datasets.base import (
     SPLIT_FOLDERS,
-    AttributeLookup,
+    ParsedSplit,
     TrackletKey,
     VideoReIDDataset,
-    check_required_paths,
     make_tracklets,
     path_parts,
     sorted_entries,
@@ -35,9 +34,6 @@ from utils.errors import UserError
 
 __all__ = ["DukeVideo", "scan_tracklet_folders"]
 
-_WHERE = ("Get DukeMTMC-VideoReID.zip from https://github.com/Yu-Wu/DukeMTMC-VideoReID and "
-          "duke_attributes.csv from the AITL code release; arrange them as described in the "
-          "README (Data preparation), and set DATASETS.ROOT_DIR to the folder that holds them.")
 
 
 def _numeric_dirs(path: str) -> list[os.DirEntry]:
@@ -116,15 +112,10 @@ class DukeVideo(VideoReIDDataset):
 
     Train pids are relabelled 0..N-1 in sorted order; cameras become 0-based. The gallery is
     the whole gallery folder (the query tracklets are in it, as in the official protocol).
-    Every train and query tracklet must have an attribute row.
-
-    Args:
-        root: the DukeMTMC-VideoReID folder (see the module docstring for its layout).
-        attributes: read ``duke_attributes.csv`` (False: no attributes, no CSV needed).
-        verbose: log the statistics table.
-
-    Raises:
-        UserError: missing files (all listed), malformed folders or attribute rows.
+    Every train and query tracklet must have an attribute row. Built as
+    ``DukeVideo(root, attributes=True, verbose=True)`` (see :class:`VideoReIDDataset`;
+    ``root``: the DukeMTMC-VideoReID folder, its layout in the module docstring;
+    ``attributes``: read ``duke_attributes.csv``).
     """
 
     name = "DukeMTMC-VideoReID"
@@ -134,11 +125,11 @@ class DukeVideo(VideoReIDDataset):
                             "gallery": (1110, 2636, None)}
     standard_train_pids = published_statistics["train"][0]
     attribute_fixes = AttributeFixes.download(attribute_file)
-
-    @classmethod
-    def frame_fix(cls, path: str) -> str:
-        """Restore the frame from DukeMTMC-VideoReID.zip (the folders are the split)."""
-        return "restore the file(s) from DukeMTMC-VideoReID.zip (re-extract it)"
+    files_fix = ("Get DukeMTMC-VideoReID.zip from https://github.com/Yu-Wu/DukeMTMC-VideoReID "
+                 "and duke_attributes.csv from the AITL code release; arrange them as described "
+                 "in the README (Data preparation), and set DATASETS.ROOT_DIR to the folder that "
+                 "holds them.")
+    archive = "DukeMTMC-VideoReID.zip"
 
     @classmethod
     def holds_frame(cls, path: str) -> bool:
@@ -147,16 +138,8 @@ class DukeVideo(VideoReIDDataset):
         return (len(parts) >= 4 and parts[-4] in SPLIT_FOLDERS and parts[-3].isdigit()
                 and parts[-2].isdigit())
 
-    def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
-        root = os.path.normpath(os.path.expanduser(root))
-        csv_path = os.path.join(root, self.attribute_file)
-        required = [(os.path.join(root, s), "dir") for s in SPLIT_FOLDERS]
-        if attributes:
-            required.append((csv_path, "file"))
-        check_required_paths("DukeMTMC-VideoReID", required, _WHERE)
-        lookup = (AttributeLookup(csv_path, self.attribute_schema, self.attribute_fixes)
-                  if attributes else None)
-        train, query, gallery = (make_tracklets(split, *_duke_split(root, split), lookup)
-                                 for split in SPLIT_FOLDERS)
-        super().__init__(train, query, gallery, self.attribute_schema if attributes else None,
-                         verbose)
+    def _parse(self, root: str, attributes: bool) -> ParsedSplit:
+        matcher = self._check_files(root, [(os.path.join(root, s), "dir") for s in SPLIT_FOLDERS],
+                                    attributes)
+        return (*make_tracklets({s: _duke_split(root, s) for s in SPLIT_FOLDERS}, matcher),
+                self.attribute_schema if attributes else None)

@@ -27,29 +27,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
 
 from data.attributes import (
     AttributeFixes,
     AttributeKey,
     AttributeSchema,
-    load_attribute_table,
     read_attribute_schema,
 )
 from data.datasets.base import (
     IMAGE_EXTENSIONS,
     SPLIT_FOLDERS,
+    AttributeRules,
+    ParsedSplit,
     Tracklet,
     VideoReIDDataset,
     check_required_paths,
+    make_tracklets,
     path_parts,
-    relabel_pids,
     sorted_entries,
 )
 from utils.errors import UserError
 
-__all__ = ["FolderDataset", "match_attribute_rows", "read_folder_schema", "row_key",
-           "split_tracklets"]
+__all__ = ["FolderDataset", "read_folder_schema", "row_key", "split_tracklets"]
 
 logger = logging.getLogger("reid.data")
 
@@ -151,50 +150,19 @@ def read_folder_schema(root: str) -> AttributeSchema:
     return read_attribute_schema(yml, FolderDataset.key_columns, ("tracklet",))
 
 
-def match_attribute_rows(tracklets: Sequence[Tracklet], table: Mapping[AttributeKey, tuple]
-                         ) -> tuple[list[Tracklet], list[AttributeKey]]:
-    """Which tracklets have no row, and which rows name no tracklet (junk pids excepted).
-
-    Args:
-        tracklets: every kept tracklet of the three splits.
-        table: the rows of attributes.csv by :func:`row_key`.
-
-    Returns:
-        (the tracklets without a row; the keys of the rows, pid >= 0, that no tracklet has).
-    """
-    keys = {row_key(t) for t in tracklets}
-    missing = [t for t in tracklets if row_key(t) not in table]
-    unmatched = [k for k in table if k not in keys and k[0] >= 0]
-    return missing, unmatched
-
-
-def _rows_error(csv_path: str, missing: list[Tracklet], unmatched: list[AttributeKey]
-                ) -> UserError:
-    """The error that lists the tracklets without a row and the rows without a tracklet."""
-    lines = [f"  - {os.path.dirname(t.img_paths[0])}: no row (pid {k[0]}, camid {k[1]}, "
-             f"tracklet {k[2]})" for t, k in ((t, row_key(t)) for t in missing[:5])]
-    lines += [f"  - row pid {k[0]}, camid {k[1]}, tracklet {k[2]}: no such tracklet folder"
-              for k in unmatched[:5]]
-    more = len(missing) + len(unmatched) - len(lines)
-    return UserError(
-        f"'{csv_path}' does not match the tracklets: {len(missing)} tracklet(s) have no row and "
-        f"{len(unmatched)} row(s) name no tracklet:\n" + "\n".join(lines)
-        + (f"\n  ... and {more} more" if more > 0 else "")
-        + "\nFix: give every tracklet one row, keyed by its pid, its camid and its folder's "
-        f"name (e.g. 1_0003 in train/0005/1_0003), or {_NO_ATTRIBUTES}.")
-
-
 class FolderDataset(VideoReIDDataset):
     """A dataset of your own tracklets in the folder layout (see the module docstring).
 
+    Built as ``FolderDataset(root, attributes=True, verbose=True)`` (see
+    :class:`VideoReIDDataset`; ``attributes``: read attributes.yml and attributes.csv, False:
+    no attribute files needed). Its attribute rows follow the rules of own annotations
+    (:class:`data.datasets.base.AttributeRules`): one row per tracklet, keyed by
+    :func:`row_key`, and no row without a tracklet.
+
     Class attributes beyond :class:`VideoReIDDataset`'s: ``schema_file`` (the
     ``attributes.yml`` that gives the attribute schema of each folder) and ``key_columns``
-    (the key columns of its ``attributes.csv``).
-
-    Args:
-        root: the dataset folder.
-        attributes: read attributes.yml and attributes.csv (False: no attribute files needed).
-        verbose: log the statistics table.
+    (the key columns of its ``attributes.csv``). Attribute beyond its: ``junk_dropped``, the
+    number of junk tracklets (negative pid folders) left out.
 
     Raises:
         UserError: a missing split folder (all listed), a bad folder name, an empty tracklet,
@@ -207,6 +175,8 @@ class FolderDataset(VideoReIDDataset):
     schema_file = "attributes.yml"
     key_columns = ("pid", "camid", "tracklet")
     readme_section = "Your own data"
+    files_fix = _WHERE
+    attribute_rules = AttributeRules(row_key=row_key, exact=True)
     attribute_fixes = AttributeFixes(
         file=("write attributes.csv as a header line pid,camid,tracklet followed by the "
               "attribute names of attributes.yml in its order, then one line per tracklet "
@@ -217,13 +187,23 @@ class FolderDataset(VideoReIDDataset):
         range=("write class indices from 0 to the class count of the attribute in "
                "attributes.yml minus 1, or correct that count in attributes.yml"),
         duplicate=("keep one line per tracklet in attributes.csv: delete or correct the "
-                   "repeated lines"))
+                   "repeated lines"),
+        rows=("give every tracklet one row of attributes.csv, keyed by its pid, its camid and "
+              "its folder's name (e.g. 1_0003 in train/0005/1_0003), or "
+              f"{_NO_ATTRIBUTES} (README, Your own data)"),
+        missing=(f"add attributes.yml and attributes.csv (README, Your own data), or "
+                 f"{_NO_ATTRIBUTES}"))
 
     @classmethod
     def frame_fix(cls, path: str) -> str:
         """Replace or delete the frame (the folders are the split)."""
         return ("replace the frame by a readable .jpg/.jpeg/.png image, or delete it (or its "
                 "tracklet folder)")
+
+    @classmethod
+    def frames_fix(cls) -> str:
+        """Restore the frames or delete them (the folders are the split)."""
+        return "restore them, or delete them (or their tracklet folders)"
 
     @classmethod
     def holds_frame(cls, path: str) -> bool:
@@ -241,26 +221,27 @@ class FolderDataset(VideoReIDDataset):
             return None
         return read_folder_schema(root)
 
-    def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
-        root = os.path.normpath(os.path.expanduser(root))
+    @classmethod
+    def required_schema(cls, root: str) -> AttributeSchema:
+        """The schema of ``root/attributes.yml`` (see :func:`read_folder_schema`)."""
+        return read_folder_schema(root)
+
+    def _parse(self, root: str, attributes: bool) -> ParsedSplit:
         check_required_paths("folder dataset", [(os.path.join(root, s), "dir") for s in SPLITS],
-                             _WHERE)
-        schema = read_folder_schema(root) if attributes else None
-        splits, junk = {}, 0
+                             self.files_fix)
+        schema = self.required_schema(root) if attributes else None
+        splits, self.junk_dropped = {}, 0
         for split in SPLITS:
-            splits[split], dropped = split_tracklets(os.path.join(root, split))
-            junk += dropped
-        if schema is not None:
-            csv_path = os.path.join(root, self.attribute_file)
-            table = load_attribute_table(csv_path, schema, self.attribute_fixes)
-            missing, unmatched = match_attribute_rows([t for s in SPLITS for t in splits[s]],
-                                                      table)
-            if missing or unmatched:
-                raise _rows_error(csv_path, missing, unmatched)
-            splits = {s: [t._replace(attributes=table[row_key(t)]) for t in ts]
-                      for s, ts in splits.items()}
-        labels = relabel_pids([t.pid for t in splits["train"]])
-        train = [t._replace(pid=labels[t.pid]) for t in splits["train"]]
-        if verbose and junk:
-            logger.info("%s: dropped %d junk tracklet(s) (negative pid folders).", root, junk)
-        super().__init__(train, splits["query"], splits["gallery"], schema, verbose)
+            tracklets, dropped = split_tracklets(os.path.join(root, split))
+            splits[split] = ([t.img_paths for t in tracklets], [t.key for t in tracklets])
+            self.junk_dropped += dropped
+        matcher = (self.attribute_matcher(os.path.join(root, self.attribute_file), schema)
+                   if schema is not None else None)
+        return (*make_tracklets(splits, matcher), schema)
+
+    def log_statistics(self) -> None:
+        """The junk tracklets dropped, then the statistics table."""
+        if self.junk_dropped:
+            logger.info("%s: dropped %d junk tracklet(s) (negative pid folders).", self.root,
+                        self.junk_dropped)
+        super().log_statistics()

@@ -29,10 +29,9 @@ import scipy.io as sio
 
 from data.attributes import MARS_SCHEMA, AttributeFixes
 from data.datasets.base import (
-    AttributeLookup,
-    Tracklet,
+    ParsedSplit,
+    TrackletKey,
     VideoReIDDataset,
-    check_required_paths,
     make_tracklets,
     path_parts,
 )
@@ -40,11 +39,11 @@ from utils.errors import UserError
 
 __all__ = ["Mars"]
 
-_WHERE = ("Get the images (bbox_train.zip, bbox_test.zip) from the MARS page "
-          "(http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html), the info/ files from "
-          "https://github.com/liangzheng06/MARS-evaluation and mars_attributes.csv from the AITL "
-          "code release; arrange them as described in the README (Data preparation), and set "
-          "DATASETS.ROOT_DIR to the folder that holds them.")
+_FILES_FIX = ("Get the images (bbox_train.zip, bbox_test.zip) from the MARS page "
+              "(http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html), the info/ files from "
+              "https://github.com/liangzheng06/MARS-evaluation and mars_attributes.csv from the "
+              "AITL code release; arrange them as described in the README (Data preparation), "
+              "and set DATASETS.ROOT_DIR to the folder that holds them.")
 # Image name PPPPCcTttttFfff.jpg: the first 11 characters identify the tracklet.
 _KEY_CHARS = 11
 _DIGIT_WEIGHTS = np.array([1000, 100, 10, 1], dtype=np.int64)
@@ -178,15 +177,10 @@ class Mars(VideoReIDDataset):
     Query = the test rows listed in ``query_IDX``; gallery = the other test rows. Junk
     tracklets (pid -1) are dropped; distractors (pid 0) stay in the gallery with unknown
     attributes. Train pids are relabelled 0..624 in sorted order; cameras become 0-based.
-    Every train and query tracklet must have an attribute row.
-
-    Args:
-        root: the MARS folder (see the module docstring for its layout).
-        attributes: read ``mars_attributes.csv`` (False: no attributes, no CSV needed).
-        verbose: log the statistics table.
-
-    Raises:
-        UserError: missing files (all listed), malformed split files or attribute rows.
+    Every train and query tracklet must have an attribute row. Built as
+    ``Mars(root, attributes=True, verbose=True)`` (see :class:`VideoReIDDataset`; ``root``:
+    the MARS folder, its layout in the module docstring; ``attributes``: read
+    ``mars_attributes.csv``).
     """
 
     name = "MARS"
@@ -197,6 +191,8 @@ class Mars(VideoReIDDataset):
                             "gallery": (621, 9330, None)}
     standard_train_pids = published_statistics["train"][0]
     attribute_fixes = AttributeFixes.download(attribute_file)
+    files_fix = _FILES_FIX
+    archive = "bbox_train.zip and bbox_test.zip"
     _IMAGE_DIRS = ("bbox_train", "bbox_test")
 
     @classmethod
@@ -213,21 +209,14 @@ class Mars(VideoReIDDataset):
         parts = path_parts(path)
         return len(parts) >= 3 and parts[-3] in cls._IMAGE_DIRS
 
-    def __init__(self, root: str, attributes: bool = True, verbose: bool = True) -> None:
-        root = os.path.normpath(os.path.expanduser(root))
+    def _parse(self, root: str, attributes: bool) -> ParsedSplit:
         info = os.path.join(root, "info")
         files = {k: os.path.join(info, k) for k in
                  ("train_name.txt", "test_name.txt", "tracks_train_info.mat",
                   "tracks_test_info.mat", "query_IDX.mat")}
-        csv_path = os.path.join(root, self.attribute_file)
-        required = [*((os.path.join(root, d), "dir") for d in self._IMAGE_DIRS),
-                    *((p, "file") for p in files.values())]
-        if attributes:
-            required.append((csv_path, "file"))
-        check_required_paths("MARS", required, _WHERE)
-        lookup = (AttributeLookup(csv_path, self.attribute_schema, self.attribute_fixes)
-                  if attributes else None)
-
+        matcher = self._check_files(root, [*((os.path.join(root, d), "dir")
+                                             for d in self._IMAGE_DIRS),
+                                           *((p, "file") for p in files.values())], attributes)
         subsets = {}
         for split, key, bbox in (("train", "track_train_info", "bbox_train"),
                                  ("test", "track_test_info", "bbox_test")):
@@ -242,11 +231,10 @@ class Mars(VideoReIDDataset):
         query_rows = _query_rows(files["query_IDX.mat"], n_test)
         is_query = np.zeros(n_test, dtype=bool)
         is_query[query_rows] = True
-        train = _tracklets(subsets["train"], np.arange(len(subsets["train"][0])), "train", lookup)
-        query = _tracklets(subsets["test"], query_rows, "query", lookup)
-        gallery = _tracklets(subsets["test"], np.flatnonzero(~is_query), "gallery", lookup)
-        super().__init__(train, query, gallery, self.attribute_schema if attributes else None,
-                         verbose)
+        rows = {"train": ("train", np.arange(len(subsets["train"][0]))),
+                "query": ("test", query_rows), "gallery": ("test", np.flatnonzero(~is_query))}
+        return (*make_tracklets({s: _tracks(subsets[split], r) for s, (split, r) in rows.items()},
+                                matcher), self.attribute_schema if attributes else None)
 
 
 def _query_rows(path: str, n_test: int) -> np.ndarray:
@@ -258,17 +246,14 @@ def _query_rows(path: str, n_test: int) -> np.ndarray:
     return query_rows
 
 
-def _tracklets(subset: tuple, rows: np.ndarray, name: str, lookup: AttributeLookup | None
-               ) -> list[Tracklet]:
-    """Tracklets of the given track rows (in row order), junk (pid -1) dropped.
+def _tracks(subset: tuple, rows: np.ndarray) -> tuple[list[tuple[str, ...]], list[TrackletKey]]:
+    """Frame paths and keys of the given track rows (in row order), junk (pid -1) dropped.
 
     Args:
         subset: (paths per row, pids, 1-based cameras, tracklet numbers) of a track table.
         rows: the rows to take.
-        name: "train", "query" or "gallery".
-        lookup: the attribute rows, or None.
     """
     paths, pids, cams, tids = subset
     rows = rows[pids[rows] != -1]
     keys = list(zip(pids[rows].tolist(), cams[rows].tolist(), tids[rows].tolist(), strict=True))
-    return make_tracklets(name, [paths[r] for r in rows.tolist()], keys, lookup)
+    return [paths[r] for r in rows.tolist()], keys

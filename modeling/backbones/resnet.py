@@ -9,9 +9,12 @@ Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
+
+from .registry import BACKBONES
 
 
 def conv_output_size(n: int, kernel: int, stride: int, padding: int,
@@ -177,3 +180,7 @@ def resnet(name: str, last_stride: int = 2, stem_relu: bool = False) -> ResNet:
     """
     block, layers = RESNET_LAYOUTS[name]
     return ResNet(block, layers, last_stride, stem_relu)
+
+
+for _name in RESNET_LAYOUTS:     # MODEL.NAME resnet18 ... resnet152
+    BACKBONES.register(_name, partial(resnet, _name))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import BACKBONES
 from .resnet import Bottleneck, ResNet
 
 
@@ -45,6 +46,7 @@ class ResNetIBNa(ResNet):
         return blk
 
 
-def resnet50_ibn_a(last_stride: int = 2) -> ResNetIBNa:
-    """ResNet-50-IBN-a trunk."""
+@BACKBONES.register("resnet50_ibn_a")
+def resnet50_ibn_a(last_stride: int = 2, stem_relu: bool | None = None) -> ResNetIBNa:
+    """ResNet-50-IBN-a trunk. ``stem_relu`` (MODEL.STEM_RELU) is ignored: IBN-a has the ReLU."""
     return ResNetIBNa(Bottleneck, [3, 4, 6, 3], last_stride, stem_relu=True)  # IBN-a keeps it

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
+from .registry import BACKBONES
 from .resnet import conv_output_size
 
 
@@ -215,9 +217,16 @@ SENET_LAYOUTS: dict[str, tuple] = {
 }
 
 
-def senet(name: str, last_stride: int = 2) -> SENet:
-    """A SENet-family trunk by name (see ``SENET_LAYOUTS``)."""
+def senet(name: str, last_stride: int = 2, stem_relu: bool | None = None) -> SENet:
+    """A SENet-family trunk by name (see ``SENET_LAYOUTS``).
+
+    ``stem_relu`` (MODEL.STEM_RELU) is ignored: the SE family always has its stem ReLUs.
+    """
     block, layers, groups, inplanes, input_3x3, ds_k, ds_p = SENET_LAYOUTS[name]
     return SENet(block, layers, groups=groups, reduction=16, inplanes=inplanes,
                  input_3x3=input_3x3, downsample_kernel_size=ds_k, downsample_padding=ds_p,
                  last_stride=last_stride)
+
+
+for _name in SENET_LAYOUTS:      # MODEL.NAME se_resnet50 ... senet154
+    BACKBONES.register(_name, partial(senet, _name))

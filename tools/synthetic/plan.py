@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data.attributes import AttributeSchema
-from data.datasets import DATASET_CLASSES
+from data.datasets import DATASETS
 
 __all__ = [
     "CSV_TRAITS",
@@ -99,7 +99,7 @@ N_CLUTTER = 4
 
 def format_schema(fmt: str) -> AttributeSchema:
     """The attribute schema of a synthetic format (that of the dataset it follows)."""
-    return DATASET_CLASSES[FORMATS[fmt]["like"]].attribute_schema
+    return DATASETS[FORMATS[fmt]["like"]].attribute_schema
 
 
 def _class_count(schema: AttributeSchema, column: str) -> int:
@@ -121,7 +121,7 @@ def sample_people(rng: np.random.Generator, n: int,
 
     Returns:
         ``{key: (n, ...) array}``: the traits as int64 class indices, the details (colours,
-        print, proportions) as float32; :func:`data.synthetic.render.appearance` turns them
+        print, proportions) as float32; :func:`tools.synthetic.render.appearance` turns them
         into looks.
     """
     n_bottom = _class_count(schema, "bottom color")

@@ -22,8 +22,9 @@ import scipy.io as sio
 from PIL import Image
 
 from data.attributes import KEY_COLUMNS, AttributeSchema, write_attribute_schema
-from data.datasets import DATASET_CLASSES, FolderDataset
-from data.synthetic.plan import (
+from data.datasets import DATASETS, FolderDataset
+from data.verification import SYNTHETIC_MARKER as MARKER_NAME
+from tools.synthetic.plan import (
     CSV_TRAITS,
     FORMATS,
     format_schema,
@@ -32,12 +33,11 @@ from data.synthetic.plan import (
     sample_cameras,
     sample_people,
 )
-from data.synthetic.render import camera_scenes, render_chunk
+from tools.synthetic.render import camera_scenes, render_chunk
 from utils.errors import UserError
 
 __all__ = ["MARKER_NAME", "write_synthetic_dataset"]
 
-MARKER_NAME = "synthetic_dataset.json"
 _PIXELS_PER_CHUNK = 2**18  # pixels rendered at once (small chunks stay in cache)
 _JPEG_QUALITY = 90
 _VERSION = 1
@@ -249,7 +249,7 @@ def _write_files(root: Path, fmt: str, ids: int, tracklets: int, frames: int,
     if fmt == "mars":
         _write_mars_info(root, tracks, files)
     if attributes:
-        _write_csv(root / DATASET_CLASSES[fmt].attribute_file, fmt, schema, tracks, people)
+        _write_csv(root / DATASETS[fmt].attribute_file, fmt, schema, tracks, people)
         if fmt == "folder":
             write_attribute_schema(str(root / FolderDataset.schema_file), schema)
 
@@ -291,6 +291,7 @@ def write_synthetic_dataset(out: str | Path, fmt: str = "mars", ids: int = 40,
     h, w = _check_arguments(fmt, ids, tracklets, frames, size)
     out = Path(out)
     target = Path(os.path.abspath(out))
+    # "data.synthetic": the generator name every marker records (part of the format)
     marker = {"generator": "data.synthetic", "version": _VERSION, "format": fmt, "ids": ids,
               "tracklets": tracklets, "frames": frames, "size": [h, w], "seed": seed,
               "attributes": attributes}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.synthetic.plan import N_CLUTTER, N_SCENE_BOXES, PANORAMA
+from tools.synthetic.plan import N_CLUTTER, N_SCENE_BOXES, PANORAMA
 
 __all__ = ["TOP_PALETTE", "appearance", "camera_scenes", "draw_person", "render_chunk"]
 
@@ -57,7 +57,7 @@ def camera_scenes(rng: np.random.Generator, cams: dict[str, np.ndarray],
 
     Args:
         rng: the dataset's generator (draws the texture).
-        cams: camera table of :func:`data.synthetic.plan.sample_cameras`.
+        cams: camera table of :func:`tools.synthetic.plan.sample_cameras`.
         size: (H, W) of a frame.
 
     Returns:
@@ -292,7 +292,7 @@ def draw_person(img: np.ndarray, people: dict[str, np.ndarray], idx: np.ndarray,
 
     Args:
         img: the frames, float32 in [0, 1].
-        people: the people table of :func:`data.synthetic.plan.sample_people`.
+        people: the people table of :func:`tools.synthetic.plan.sample_people`.
         idx: people row of each frame, -1 for none.
         cx, foot, height: (F,) body axis, foot line and full height (an adult's) in pixels.
         mirror: (F,) -1 or 1, the figure's facing.
@@ -319,7 +319,7 @@ def render_chunk(fp: dict[str, np.ndarray], people: dict[str, np.ndarray],
     """Render the frames of ``fp`` to uint8 (F, H, W, 3).
 
     Args:
-        fp: per-frame parameters of :func:`data.synthetic.plan.frame_parameters` (F entries).
+        fp: per-frame parameters of :func:`tools.synthetic.plan.frame_parameters` (F entries).
         people: the people table.
         cams: the camera table.
         scenes: the camera scenes of :func:`camera_scenes`, (n_cams, H, PANORAMA * W, 3).
