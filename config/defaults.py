@@ -50,6 +50,11 @@ _C.MODEL.CHANNELS_LAST = "auto"
 # (and the paper's) conv1 -> bn1 -> max-pool; True = torchvision's architecture. IBN-a and the
 # SE family always have it.
 _C.MODEL.STEM_RELU = False
+# New: extra loss terms added to the total, each a name registered in layers.LOSS_TERMS
+# (layers/terms.py; none is built in), logged as loss_<name>. [] = the original's loss
+_C.MODEL.EXTRA_LOSSES = []
+# New: the weights of MODEL.EXTRA_LOSSES, one per name (each >= 0); [] = 1.0 each
+_C.MODEL.EXTRA_LOSS_WEIGHTS = []
 
 # -----------------------------------------------------------------------------
 # INPUT

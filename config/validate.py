@@ -2,9 +2,10 @@
 
 This layer checks types and ranges, and the keys whose few values are fixed here. The keys
 whose values name a registered object (MODEL.NAME, MODEL.FUSION_METHOD, MODEL.NECK,
-DATASETS.NAME, DATASETS.TRAIN_SAMPLE_METHOD, DATASETS.TEST_SAMPLE_METHOD) and the checks that
-depend on what a dataset is are checked against the registries of the packages that own them,
-by ``engine.defaults.check_choices`` (``engine.load_cfg`` runs both).
+MODEL.EXTRA_LOSSES, DATASETS.NAME, DATASETS.TRAIN_SAMPLE_METHOD, DATASETS.TEST_SAMPLE_METHOD)
+and the checks that depend on what a dataset is are checked against the registries of the
+packages that own them, by ``engine.defaults.check_choices`` (``engine.load_cfg`` runs both);
+here only their types (MODEL.EXTRA_LOSSES: a list of distinct names, with weights).
 """
 
 from __future__ import annotations
@@ -381,6 +382,24 @@ def _check_lists(cfg: CN) -> None:
                         "device index, e.g. 0 (of a list such as 0,1 the first is used).")
 
 
+def _check_extra_losses(cfg: CN) -> None:
+    """MODEL.EXTRA_LOSSES: distinct non-empty strings (whether they are registered:
+    ``engine.defaults.check_choices``); MODEL.EXTRA_LOSS_WEIGHTS: [] or one number >= 0 each."""
+    names = list(cfg.MODEL.EXTRA_LOSSES)
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise UserError(f"Invalid value {names!r} for MODEL.EXTRA_LOSSES; give a list of "
+                        "distinct names of registered loss terms, e.g. ['my_term'], or [] for "
+                        "none.")
+    weights = list(cfg.MODEL.EXTRA_LOSS_WEIGHTS)
+    if not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights):
+        raise UserError(f"Invalid value {weights!r} for MODEL.EXTRA_LOSS_WEIGHTS; every weight "
+                        "must be a number >= 0.")
+    if weights and len(weights) != len(names):
+        raise UserError(f"MODEL.EXTRA_LOSS_WEIGHTS {weights!r} (length {len(weights)}) must "
+                        f"give one weight per name of MODEL.EXTRA_LOSSES {names!r} (length "
+                        f"{len(names)}), or be [] for 1.0 each.")
+
+
 def _check_solver(cfg: CN) -> None:
     """The optimizer name and the settings it can take; mixed precision; the center loss."""
     s = cfg.SOLVER
@@ -418,10 +437,11 @@ def validate_cfg(cfg: CN) -> None:
 
     Enumerated keys (:data:`CHOICES`), positive integers (:data:`POSITIVE_INTS`), numeric
     ranges (:data:`RANGES`), [height, width] sizes, the normalisation constants, SOLVER.STEPS,
-    and the keys that must agree: the optimizer with the weight decays, the center loss with
-    the metric loss, the batch with the identity sampler, evaluation-only runs with
-    TEST.WEIGHT. The keys that name registered objects (backbone, fusion, neck, dataset, clip
-    sampling) and the dataset checks are ``engine.defaults.check_choices``'s.
+    the types of the extra loss terms' names and weights, and the keys that must agree: the
+    optimizer with the weight decays, the center loss with the metric loss, the batch with the
+    identity sampler, evaluation-only runs with TEST.WEIGHT. The keys that name registered
+    objects (backbone, fusion, neck, extra loss terms, dataset, clip sampling) and the dataset
+    checks are ``engine.defaults.check_choices``'s.
 
     Raises:
         UserError: the first problem, naming the key, its value and what it must be.
@@ -433,5 +453,6 @@ def validate_cfg(cfg: CN) -> None:
                             f"{', '.join(map(str, allowed))}.")
     _check_ranges(cfg)
     _check_lists(cfg)
+    _check_extra_losses(cfg)
     _check_solver(cfg)
     _check_data(cfg)

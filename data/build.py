@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -91,9 +93,36 @@ def _worker_init(worker_id: int) -> None:
     # Ctrl-C reaches every process of the terminal's group: the workers ignore it (and
     # SIGTERM) and the main process stops them, after its interruption checkpoint (a worker
     # killed by the signal would make the next batch fail with "worker exited unexpectedly").
-    # A worker whose main process is gone exits on its own (torch's watchdog).
+    # A worker whose main process is gone exits on its own (torch's watchdog); at the main
+    # process's exit, _stop_workers asks them to finish (SIGTERM no longer would).
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+
+
+# The loaders with persistent workers of this process. Their workers ignore SIGTERM, the
+# signal multiprocessing's exit handler stops its remaining children with before it waits for
+# them; a loader still referenced at exit (a reference cycle not yet collected) would make the
+# process wait forever. _stop_workers, registered after multiprocessing's handler and so run
+# before it, shuts them down the way torch does when a loader is deleted.
+_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
+
+
+def _stop_workers() -> None:
+    for loader in list(_LOADERS):
+        workers = getattr(loader, "_iterator", None)
+        if workers is not None:
+            workers._shutdown_workers()
+            loader._iterator = None
+
+
+def _tracked(loader: DataLoader) -> DataLoader:
+    """``loader``, its persistent workers shut down at exit (see :func:`_stop_workers`)."""
+    if loader.num_workers > 0:
+        if not _LOADERS:
+            atexit.unregister(_stop_workers)
+            atexit.register(_stop_workers)
+        _LOADERS.add(loader)
+    return loader
 
 
 def _loader_options(cfg: CfgNode) -> tuple[dict, dict]:
@@ -130,8 +159,9 @@ def make_test_loader(cfg: CfgNode, tracklets: Sequence[Tracklet], stream: str) -
                                 sample_method=cfg.DATASETS.TEST_SAMPLE_METHOD,
                                 max_clips=cfg.DATASETS.TEST_MAX_SEQ_NUM, stream=STREAMS[stream],
                                 **shared)
-    return DataLoader(test_set, batch_size=None, shuffle=False,
-                      generator=torch.Generator().manual_seed(cfg.RANDOM_SEED), **common)
+    return _tracked(DataLoader(test_set, batch_size=None, shuffle=False,
+                               generator=torch.Generator().manual_seed(cfg.RANDOM_SEED),
+                               **common))
 
 
 def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
@@ -174,8 +204,9 @@ def make_data_loaders(cfg: CfgNode, dataset: VideoReIDDataset | None = None
         sample_method=cfg.DATASETS.TRAIN_SAMPLE_METHOD, attr_mode=attribute_mode(cfg, dataset),
         attr_lens=dataset.attr_lens, **shared)
     # A private generator: creating loader iterators never touches the global RNG.
-    train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_batch,
-                              generator=torch.Generator().manual_seed(seed), **common)
+    train_loader = _tracked(DataLoader(train_set, batch_sampler=batch_sampler,
+                                       collate_fn=collate_batch,
+                                       generator=torch.Generator().manual_seed(seed), **common))
     query_loader = make_test_loader(cfg, dataset.query, "query")
     gallery_loader = make_test_loader(cfg, dataset.gallery, "gallery")
     logger.info("Train loader: %d batches of %d tracklets per epoch%s (%s sampler, %d "

@@ -3,9 +3,9 @@
 ``default_argument_parser`` gives the options of ``main_baseline.py`` (and the other commands
 take the same ``--config_file`` and ``KEY VALUE`` overrides); ``load_cfg`` merges a config and
 validates it, types and ranges (``config``) and the names of registered objects
-(``check_choices``: backbones, fusion methods, necks, datasets, clip samplers);
-``load_run_config`` is ``load_cfg`` with extra overrides; ``start_run`` (after the process
-group exists) creates ``OUTPUT_DIR/<timestamp>/`` on rank 0, starts logging, writes
+(``check_choices``: backbones, fusion methods, necks, extra loss terms, datasets, clip
+samplers); ``load_run_config`` is ``load_cfg`` with extra overrides; ``start_run`` (after the
+process group exists) creates ``OUTPUT_DIR/<timestamp>/`` on rank 0, starts logging, writes
 ``config.yaml`` and ``env.txt`` and seeds python, numpy and torch per rank; ``discard_run_dir``
 removes the folder of a run that failed before doing any work.
 """
@@ -31,6 +31,7 @@ from config import load_cfg as load_typed_cfg
 from data.datasets import DATASETS, datasets_with_attributes
 from data.samplers import check_batch_shape
 from data.sampling import TEST_SAMPLERS, TRAIN_SAMPLERS
+from layers import LOSS_TERMS
 from modeling import BACKBONES, FUSION_METHODS, NECKS
 from utils.checkpoint import Checkpointer
 from utils.comm import get_rank, get_world_size, is_main_process
@@ -151,8 +152,10 @@ def discard_run_dir(run_dir: str | None) -> None:
 
 
 # The registries of the config keys that name a registered object, in the order
-# check_choices checks them; each registry knows its key (Registry.key).
-REGISTRIES = (BACKBONES, FUSION_METHODS, NECKS, DATASETS, TRAIN_SAMPLERS, TEST_SAMPLERS)
+# check_choices checks them; each registry knows its key (Registry.key). A key whose value is
+# a list (MODEL.EXTRA_LOSSES) names one entry with each element.
+REGISTRIES = (BACKBONES, FUSION_METHODS, NECKS, LOSS_TERMS, DATASETS, TRAIN_SAMPLERS,
+              TEST_SAMPLERS)
 
 
 def _value(cfg: CfgNode, key: str):
@@ -200,16 +203,19 @@ def check_choices(cfg: CfgNode) -> None:
 
     Each key of :data:`REGISTRIES` must name an entry of its registry (MODEL.NAME a backbone
     of ``modeling.BACKBONES``, DATASETS.NAME a dataset of ``data.datasets.DATASETS``, ...),
-    built-in or added. Then the checks that depend on the dataset: INPUT.SIZE_TEST must equal
-    INPUT.SIZE_TRAIN when the attribute streams exist, and a synthetic dataset must have a
-    layout that tools.synthetic writes.
+    built-in or added; so must each element of a list key (MODEL.EXTRA_LOSSES: terms of
+    ``layers.LOSS_TERMS``). Then the checks that depend on the dataset: INPUT.SIZE_TEST must
+    equal INPUT.SIZE_TRAIN when the attribute streams exist, and a synthetic dataset must have
+    a layout that tools.synthetic writes.
 
     Raises:
         UserError: the first problem, naming the key, its value and the registered names
             (``Invalid value 'resnet51' for MODEL.NAME; allowed values: resnet18, ...``).
     """
     for registry in REGISTRIES:
-        registry.get(_value(cfg, registry.key))
+        value = _value(cfg, registry.key)
+        for name in value if isinstance(value, (list, tuple)) else (value,):
+            registry.get(name)
     _check_size_pair(cfg)
     _check_synthetic(cfg)
     if cfg.DATALOADER.SAMPLER != "softmax":     # the batch shape of one process (the world

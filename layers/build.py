@@ -20,6 +20,7 @@ from layers.attribute import (
 from layers.center import CenterLoss
 from layers.cross_entropy import CrossEntropy, CrossEntropyLabelSmooth
 from layers.distance import check_metric
+from layers.terms import BUILTIN_TERM_KEYS, LOSS_TERMS, term_key
 from utils.attribute_schemas import BUILTIN_SCHEMAS
 from utils.errors import UserError
 
@@ -28,14 +29,14 @@ SHARED_DIVISOR = 3
 
 
 class ReidCriterion(nn.Module):
-    """Identity, batch-hard triplet, AITL, attribute and (optional) center losses.
+    """Identity, batch-hard triplet, AITL, attribute, (optional) center and extra losses.
 
     Returns a dict of weighted terms and their sum ``total``. With attributes:
     ``total = id + (triplet + aitl_unrelated + aitl_related) / 3 + attr`` (the dict holds
     ``triplet / 3`` etc.); without: ``total = id + triplet``; ``loss_center`` (weighted) is
-    added when the center loss is on. The triplet and both AITL terms share one feature
-    distance matrix. :attr:`terms` lists the active terms and their weights, :meth:`formula`
-    writes the sum.
+    added when the center loss is on, then each extra term as ``loss_<name>`` (weighted). The
+    triplet and both AITL terms share one feature distance matrix. :attr:`terms` lists the
+    active terms and their weights, :meth:`formula` writes the sum.
 
     Args:
         num_classes: number of training identities.
@@ -49,13 +50,19 @@ class ReidCriterion(nn.Module):
         use_center: add the center loss on the pre-BN global feature.
         feat_dim: feature dimension, required with ``use_center``.
         center_weight: weight of the center loss (SOLVER.CENTER_LOSS_WEIGHT).
+        extra_terms: ``(name, module, weight)`` triples, added in their order after the
+            paper's terms: ``module(outputs, pids, attrs)`` returns a scalar tensor, the dict
+            holds ``weight * term`` (float32) as ``loss_<name>`` (MODEL.EXTRA_LOSSES,
+            :data:`layers.terms.LOSS_TERMS`). The modules are submodules (moved with
+            ``.to()``, saved in ``state_dict``); the optimizer does not train their parameters.
     """
 
     def __init__(self, num_classes: int, margin: float = 0.3, metric: str = "cosine",
                  label_smooth: bool = True, attr_mode: str | None = None,
                  attr_lens: Sequence[Sequence[int]] | None = None, aitl_margin: float = 0.0,
                  aitl_exclude_self: bool = False, use_center: bool = False,
-                 feat_dim: int | None = None, center_weight: float = 0.0005):
+                 feat_dim: int | None = None, center_weight: float = 0.0005,
+                 extra_terms: Sequence[tuple[str, nn.Module, float]] = ()):
         super().__init__()
         check_metric(metric)
         if attr_mode is not None:
@@ -76,6 +83,26 @@ class ReidCriterion(nn.Module):
         self.id_loss = CrossEntropyLabelSmooth(num_classes) if label_smooth else CrossEntropy()
         self.center_weight = center_weight
         self.center_loss = CenterLoss(num_classes, feat_dim) if use_center else None
+        self.extra_keys: list[str] = []
+        self.extra_weights: list[float] = []
+        modules = []
+        for name, module, weight in extra_terms:
+            key = term_key(name)
+            if key in BUILTIN_TERM_KEYS or key in self.extra_keys:
+                taken = "a term of the paper's loss" if key in BUILTIN_TERM_KEYS else \
+                    "another extra term"
+                raise ValueError(f"the extra loss term {name!r} would be logged as {key!r}, "
+                                 f"the key of {taken}; give it another name")
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"the extra loss term {name!r} must be an nn.Module, got "
+                                f"{type(module).__name__}")
+            if not weight >= 0:
+                raise ValueError(f"the weight of the extra loss term {name!r} must be >= 0, "
+                                 f"got {weight!r}")
+            self.extra_keys.append(key)
+            self.extra_weights.append(float(weight))
+            modules.append(module)
+        self.extra_modules = nn.ModuleList(modules)
 
     def forward(self, outputs: Sequence, pids: torch.Tensor,
                 attrs: torch.Tensor | Sequence[torch.Tensor] | None = None,
@@ -90,7 +117,8 @@ class ReidCriterion(nn.Module):
 
         Returns:
             ``loss_id``, ``loss_triplet`` [, ``loss_aitl_unrelated``, ``loss_aitl_related``,
-            ``loss_attr``] [, ``loss_center``] (weighted) and ``total``.
+            ``loss_attr``] [, ``loss_center``] [, ``loss_<name>`` of each extra term]
+            (weighted) and ``total``.
         """
         cls_score, global_feat, attr_logits = outputs
         losses = {"loss_id": self.id_loss(cls_score, pids)}
@@ -111,6 +139,12 @@ class ReidCriterion(nn.Module):
             losses["loss_attr"] = attribute_loss(attr_logits, attrs, self.attr_mode)
         if self.center_loss is not None:
             losses["loss_center"] = self.center_weight * self.center_loss(global_feat, pids)
+        for key, module, weight in zip(self.extra_keys, self.extra_modules, self.extra_weights):
+            value = module(outputs, pids, attrs)
+            if not isinstance(value, torch.Tensor) or value.dim() != 0:
+                raise ValueError(f"the extra loss term {key!r} must return a scalar tensor, got "
+                                 f"{getattr(value, 'shape', type(value).__name__)}")
+            losses[key] = weight * value.float()
         losses["total"] = sum(losses.values())
         return losses
 
@@ -121,7 +155,8 @@ class ReidCriterion(nn.Module):
         ``total`` is the sum of ``weight * term`` (the dict holds the weighted terms), e.g. with
         attributes ``[("loss_id", 1.0), ("loss_triplet", 1/3), ("loss_aitl_unrelated", 1/3),
         ("loss_aitl_related", 1/3), ("loss_attr", 1.0)]``, plus ``("loss_center",
-        center_weight)`` with the center loss.
+        center_weight)`` with the center loss, then ``("loss_<name>", weight)`` of each extra
+        term.
         """
         terms = [("loss_id", 1.0)]
         if self.attr_mode is None:
@@ -132,6 +167,7 @@ class ReidCriterion(nn.Module):
                       ("loss_aitl_related", shared), ("loss_attr", 1.0)]
         if self.center_loss is not None:
             terms.append(("loss_center", float(self.center_weight)))
+        terms += zip(self.extra_keys, self.extra_weights)
         return terms
 
     def formula(self, labels: Mapping[str, str] | None = None) -> str:
@@ -195,6 +231,10 @@ def make_loss(cfg: CfgNode, num_classes: int,
     center loss is on only with SOLVER.USE_CENTER_LOSS True (the original never trains it,
     even though the paper's config sets METRIC_LOSS_TYPE "triplet_center" and IF_WITH_CENTER
     "yes"); it also needs IF_WITH_CENTER "yes" and "center" in METRIC_LOSS_TYPE; triplet stays.
+    MODEL.EXTRA_LOSSES adds the registered terms it names (:data:`layers.terms.LOSS_TERMS`,
+    each built as ``factory(num_classes, feat_dim, attr_lens)`` with the criterion's
+    ``attr_lens``, None without attribute terms), weighted by MODEL.EXTRA_LOSS_WEIGHTS (1.0
+    each when empty); the default ``[]`` adds none.
 
     Args:
         cfg: config.
@@ -204,7 +244,11 @@ def make_loss(cfg: CfgNode, num_classes: int,
             schema of DATASETS.NAME (MARS, Duke: :data:`utils.attribute_schemas.BUILTIN_SCHEMAS`,
             constants; no file is read); any other dataset gets no attribute terms, the folder
             dataset included: pass its ``dataset.attr_lens`` (from its attributes.yml).
-        feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss.
+        feat_dim: the model's feature dimension (``model.feat_dim``), needed by the center loss
+            (and passed to the extra terms' factories).
+
+    Raises:
+        UserError: the center loss keys disagree, or an extra term is not registered.
     """
     use_center = bool(cfg.SOLVER.USE_CENTER_LOSS)
     if use_center:
@@ -221,16 +265,26 @@ def make_loss(cfg: CfgNode, num_classes: int,
         schema = BUILTIN_SCHEMAS.get(cfg.DATASETS.NAME)
         attr_lens = schema.attr_lens if schema is not None else None
     with_attr = attributes_on(cfg, attr_lens)
+    term_attr_lens = attr_lens if with_attr else None
+    names = list(cfg.MODEL.EXTRA_LOSSES)
+    weights = [float(w) for w in cfg.MODEL.EXTRA_LOSS_WEIGHTS] or [1.0] * len(names)
+    if len(weights) != len(names):
+        raise UserError(f"MODEL.EXTRA_LOSS_WEIGHTS {weights!r} (length {len(weights)}) must "
+                        f"give one weight per name of MODEL.EXTRA_LOSSES {names!r} (length "
+                        f"{len(names)}), or be [] for 1.0 each.")
+    extra_terms = [(name, LOSS_TERMS.get(name)(num_classes, feat_dim, term_attr_lens), weight)
+                   for name, weight in zip(names, weights)]
     return ReidCriterion(
         num_classes,
         margin=cfg.SOLVER.MARGIN,
         metric=cfg.DISTANCE,
         label_smooth=cfg.MODEL.IF_LABELSMOOTH == "on",
         attr_mode=cfg.DATASETS.ATTRIBUTE_LOSS if with_attr else None,
-        attr_lens=attr_lens if with_attr else None,
+        attr_lens=term_attr_lens,
         aitl_margin=cfg.SOLVER.AITL_MARGIN,
         aitl_exclude_self=cfg.SOLVER.AITL_EXCLUDE_SELF,
         use_center=use_center,
         feat_dim=feat_dim,
         center_weight=cfg.SOLVER.CENTER_LOSS_WEIGHT,
+        extra_terms=extra_terms,
     )

@@ -1,5 +1,10 @@
 """Video datasets and loaders: clip contents, encodings, determinism across workers, errors."""
 
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +15,7 @@ from data import video_dataset as vd
 from data.attributes import encode_bce
 from data.sampling import frame_order, sample_dense_clips, sample_random_clip
 from data.transforms import read_image
-from tests.helpers import TINY_MARS_TRAIN, frame_value, write_tiny_mars
+from tests.helpers import ROOT, TINY_MARS_TRAIN, frame_value, write_tiny_mars
 from utils.errors import UserError
 
 
@@ -19,15 +24,18 @@ def tiny_mars(tmp_path_factory):
     return write_tiny_mars(tmp_path_factory.mktemp("loaders") / "mars")
 
 
+def loader_opts(root, *opts) -> list[str]:
+    return ["DATASETS.ROOT_DIR", str(root), "DATASETS.NAME", "mars", "DATASETS.SEQ_LEN", "4",
+            "INPUT.SIZE_TRAIN", "[8, 4]", "INPUT.SIZE_TEST", "[8, 4]", "INPUT.PADDING", "0",
+            "INPUT.PROB", "0.0", "INPUT.RE_PROB", "0.0", "INPUT.PIXEL_MEAN", "[0.0, 0.0, 0.0]",
+            "INPUT.PIXEL_STD", "[1.0, 1.0, 1.0]", "DATASETS.SHUFFLE_FRAMES", "False",
+            "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
+            "SOLVER.SEQS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
+            "RANDOM_SEED", "7", *opts]
+
+
 def make_cfg(root, *opts):
-    return load_cfg(None, [
-        "DATASETS.ROOT_DIR", str(root), "DATASETS.NAME", "mars", "DATASETS.SEQ_LEN", "4",
-        "INPUT.SIZE_TRAIN", "[8, 4]", "INPUT.SIZE_TEST", "[8, 4]", "INPUT.PADDING", "0",
-        "INPUT.PROB", "0.0", "INPUT.RE_PROB", "0.0", "INPUT.PIXEL_MEAN", "[0.0, 0.0, 0.0]",
-        "INPUT.PIXEL_STD", "[1.0, 1.0, 1.0]", "DATASETS.SHUFFLE_FRAMES", "False",
-        "DATALOADER.SAMPLER", "softmax_triplet", "DATALOADER.NUM_INSTANCE", "2",
-        "SOLVER.SEQS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu",
-        "RANDOM_SEED", "7", *opts])
+    return load_cfg(None, loader_opts(root, *opts))
 
 
 def frame_numbers(clip):
@@ -230,3 +238,42 @@ def oracle_clip(ds, item):
                     clip[k, :, top:top + eh, left:left + ew] = mean
                     break
     return clip
+
+
+
+@pytest.mark.slow            # two subprocesses with loader workers
+@pytest.mark.parametrize("stopped", [True, False], ids=["exits", "hangs without the handler"])
+def test_a_process_whose_loaders_outlive_it_still_exits(tiny_mars, stopped):
+    """Loader workers ignore SIGTERM (the interruption checkpoint needs them), and SIGTERM is
+    how multiprocessing stops a process's remaining children at exit before it waits for them.
+    A loader still referenced then (here: in a reference cycle, the collector off) must not
+    make the process wait forever; without data.build's exit handler it does."""
+    opts = loader_opts(tiny_mars, "DATALOADER.NUM_WORKERS", "1")
+    code = f"""
+import atexit, gc, sys
+sys.path.insert(0, {str(ROOT)!r})
+from config import load_cfg
+import data.build
+cfg = load_cfg(None, {opts!r})
+train, query, gallery, _ = data.build.make_data_loaders(cfg)
+next(iter(train)), next(iter(query))
+if not {stopped!r}:
+    atexit.unregister(data.build._stop_workers)
+gc.disable()
+cycle = [train, query, gallery]
+cycle.append(cycle)
+print("ready", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=90 if stopped else 20)
+        exited = True
+    except subprocess.TimeoutExpired:
+        exited = False
+        os.killpg(proc.pid, signal.SIGKILL)      # the process and its workers
+        out, _ = proc.communicate()
+    assert out == "ready\n"
+    assert exited == stopped
+    if stopped:
+        assert proc.returncode == 0

@@ -184,6 +184,17 @@ def test_each_positive_integer_names_its_key(key):
                                          "MODEL.IF_WITH_CENTER 'yes'"),
     (["INPUT.SIZE_TRAIN", "[255, 127]"], "INPUT.SIZE_TEST [384, 128] differs from "
                                          "INPUT.SIZE_TRAIN [255, 127]"),
+    (["MODEL.EXTRA_LOSSES", "['a', 'a']"], "Invalid value ['a', 'a'] for MODEL.EXTRA_LOSSES; "
+                                           "give a list of distinct names"),
+    (["MODEL.EXTRA_LOSSES", "[3]"], "Invalid value [3] for MODEL.EXTRA_LOSSES"),
+    (["MODEL.EXTRA_LOSSES", "a"], "MODEL.EXTRA_LOSSES in the command line expects a list"),
+    (["MODEL.EXTRA_LOSS_WEIGHTS", "[-0.5]"], "Invalid value [-0.5] for "
+                                             "MODEL.EXTRA_LOSS_WEIGHTS; every weight must be a "
+                                             "number >= 0."),
+    (["MODEL.EXTRA_LOSS_WEIGHTS", "[True]"], "MODEL.EXTRA_LOSS_WEIGHTS"),
+    (["MODEL.EXTRA_LOSS_WEIGHTS", "[1.0]"], "MODEL.EXTRA_LOSS_WEIGHTS [1.0] (length 1) must "
+                                            "give one weight per name of MODEL.EXTRA_LOSSES [] "
+                                            "(length 0), or be [] for 1.0 each."),
 ])
 def test_bad_value_names_the_key(opts, expected):
     assert expected in refused(opts)

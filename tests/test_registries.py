@@ -1,6 +1,7 @@
-"""The registries of the extension points: the Registry class, the config keys they back, and a
+"""The registries of the extension points: the Registry class, the config keys they back, a
 plugin module that adds a backbone, a dataset and a training clip sampler with one
-registration line each and trains with them through the config."""
+registration line each and trains with them through the config, and one that adds an extra
+loss term to the criterion."""
 
 import importlib
 import sys
@@ -8,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from config.defaults import _C
 from config.validate import CHOICES
@@ -16,8 +18,9 @@ from data.datasets import DATASETS
 from data.sampling import TEST_SAMPLERS, TRAIN_SAMPLERS
 from engine import Trainer
 from engine.defaults import REGISTRIES, load_cfg
+from layers import LOSS_TERMS, make_loss
 from modeling import BACKBONES, FUSION_METHODS, NECKS, build_model
-from tests.helpers import tiny_opts
+from tests.helpers import MARS_ATTR_LENS, tiny_opts
 from utils.errors import UserError
 from utils.registry import Registry
 
@@ -79,7 +82,7 @@ def test_each_extension_point_has_one_registry_backing_its_key():
     keys = {reg.key: reg for reg in REGISTRIES}
     assert len(keys) == len(REGISTRIES)                # one registry per key
     assert {"MODEL.NAME": BACKBONES, "MODEL.FUSION_METHOD": FUSION_METHODS,
-            "MODEL.NECK": NECKS, "DATASETS.NAME": DATASETS,
+            "MODEL.NECK": NECKS, "MODEL.EXTRA_LOSSES": LOSS_TERMS, "DATASETS.NAME": DATASETS,
             "DATASETS.TRAIN_SAMPLE_METHOD": TRAIN_SAMPLERS,
             "DATASETS.TEST_SAMPLE_METHOD": TEST_SAMPLERS}.items() <= keys.items()
     assert not set(keys) & set(CHOICES)                # no second list of the names in config/
@@ -87,7 +90,9 @@ def test_each_extension_point_has_one_registry_backing_its_key():
         node = _C
         for part in key.split("."):
             node = node[part]
-        assert node in reg, key                        # the default is registered
+        names = node if isinstance(node, list) else [node]   # a list key names several
+        assert all(name in reg for name in names), key       # the default is registered
+    assert _C.MODEL.EXTRA_LOSSES == [] and _C.MODEL.EXTRA_LOSS_WEIGHTS == []
 
 
 def test_the_built_in_names():
@@ -101,6 +106,7 @@ def test_the_built_in_names():
     assert DATASETS.names() == ("mars", "duke", "ilidsvid", "prid", "folder")
     assert TRAIN_SAMPLERS.names() == ("random", "evenly")
     assert TEST_SAMPLERS.names() == ("dense", "evenly", "random")
+    assert LOSS_TERMS.names() == ()                    # the paper's loss has its own keys
 
 
 @pytest.mark.parametrize("key, value", [
@@ -113,6 +119,14 @@ def test_the_config_loader_refuses_an_unregistered_name(key, value):
     with pytest.raises(UserError) as e:
         load_cfg(None, [key, value])
     assert str(e.value) == f"Invalid value {value!r} for {key}; allowed values: {allowed}."
+
+
+def test_the_config_loader_refuses_an_unregistered_extra_loss_term():
+    """Each element of the list key is checked; an empty registry says that it is empty."""
+    with pytest.raises(UserError) as e:
+        load_cfg(None, ["MODEL.EXTRA_LOSSES", "['my_term']"])
+    assert str(e.value) == ("Invalid value 'my_term' for MODEL.EXTRA_LOSSES; allowed values: "
+                            "none (no extra loss term is registered).")
 
 
 # ------------------------------------------------------------------------------ a plugin
@@ -236,3 +250,103 @@ def test_a_plugin_trains_one_step(plugin, tiny_mars, tmp_path):
     assert torch.isfinite(losses["total"])
     assert not torch.equal(before["base.stem.0.weight"], model.base.stem[0].weight)
     assert plugin.CALLS
+
+
+# ------------------------------------------------------------------------------ a loss term
+LOSS_PLUGIN = '''
+"""An extra loss term, registered with one line."""
+
+from torch import nn
+
+from layers import LOSS_TERMS
+
+BUILT = []     # (num_classes, feat_dim, attr_lens) of every term the factory built
+
+
+@LOSS_TERMS.register("my_term")
+class FeatureEnergy(nn.Module):
+    """The mean squared norm of the global feature."""
+
+    def __init__(self, num_classes, feat_dim, attr_lens):
+        super().__init__()
+        BUILT.append((num_classes, feat_dim, attr_lens))
+
+    def forward(self, outputs, pids, attrs):
+        return outputs[1].pow(2).sum(1).mean()
+'''
+
+
+@pytest.fixture
+def loss_plugin(tmp_path, monkeypatch, request):
+    """The module LOSS_PLUGIN, imported from a file; its registration is undone afterwards."""
+    def undo():
+        if "my_term" in LOSS_TERMS:
+            LOSS_TERMS.unregister("my_term")
+        sys.modules.pop("reid_loss_plugin", None)
+
+    request.addfinalizer(undo)
+    (tmp_path / "reid_loss_plugin.py").write_text(textwrap.dedent(LOSS_PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module("reid_loss_plugin")
+
+
+def train_outputs(n=8, num_classes=4, dim=12, seed=6):
+    """Train outputs of the paper's model ("bce" attribute logits) and the batch's labels."""
+    g = torch.Generator().manual_seed(seed)
+    pids = torch.arange(n // 2).repeat_interleave(2) % num_classes
+    cls = torch.randn(n, num_classes, generator=g, requires_grad=True)
+    feat = torch.randn(n, dim, generator=g, requires_grad=True)
+    logits = [torch.randn(n, sum(lens), generator=g, requires_grad=True)
+              for lens in MARS_ATTR_LENS]
+    targets = [torch.cat([F.one_hot(torch.randint(0, c, (n,), generator=g), c) for c in lens],
+                         1).float() for lens in MARS_ATTR_LENS]
+    return (cls, feat, logits), pids, targets
+
+
+def test_a_loss_term_is_added_through_the_config(loss_plugin):
+    default = make_loss(load_cfg(None, []), 4, MARS_ATTR_LENS, feat_dim=12)
+    cfg = load_cfg(None, ["MODEL.EXTRA_LOSSES", "['my_term']",
+                          "MODEL.EXTRA_LOSS_WEIGHTS", "[0.25]"])
+    crit = make_loss(cfg, 4, MARS_ATTR_LENS, feat_dim=12)
+    assert loss_plugin.BUILT == [(4, 12, MARS_ATTR_LENS)]    # factory(num_classes, feat_dim, ..)
+    assert isinstance(crit.extra_modules[0], loss_plugin.FeatureEnergy)
+    outputs, pids, attrs = train_outputs()
+    base, losses = default(outputs, pids, attrs), crit(outputs, pids, attrs)
+    term = outputs[1].pow(2).sum(1).mean()
+    assert list(losses) == [*list(base)[:-1], "loss_my_term", "total"]
+    for key in list(base)[:-1]:                               # the paper's terms are untouched
+        assert torch.equal(losses[key], base[key]), key
+    assert torch.equal(losses["loss_my_term"], 0.25 * term)
+    assert torch.equal(losses["total"], base["total"] + 0.25 * term)    # exact
+    # terms (the log line, the curves and the architecture picture read them) list it
+    assert crit.terms == default.terms + [("loss_my_term", 0.25)]
+    assert crit.formula() == default.formula() + " + 0.25 * loss_my_term"
+    losses["total"].backward()                                # it trains the feature
+    assert outputs[1].grad is not None
+    # without weights each term weighs 1.0; without attributes the factory gets attr_lens None
+    ones = make_loss(load_cfg(None, ["MODEL.EXTRA_LOSSES", "['my_term']"]), 4, None)
+    assert ones.terms[-1] == ("loss_my_term", 1.0) and loss_plugin.BUILT[-1] == (4, None, None)
+
+
+def test_the_default_criterion_has_no_extra_term():
+    crit = make_loss(load_cfg(None, []), 4, MARS_ATTR_LENS, feat_dim=12)
+    assert len(crit.extra_modules) == 0 and not list(crit.extra_modules.parameters())
+    assert [k for k, _ in crit.terms] == ["loss_id", "loss_triplet", "loss_aitl_unrelated",
+                                          "loss_aitl_related", "loss_attr"]
+    assert not [k for k in crit.state_dict() if k.startswith("extra")]
+
+
+def test_an_unregistered_loss_term_is_refused_by_the_config_loader(loss_plugin):
+    with pytest.raises(UserError) as e:
+        load_cfg(None, ["MODEL.EXTRA_LOSSES", "['my_term', 'my_trem']"])
+    assert str(e.value) == ("Invalid value 'my_trem' for MODEL.EXTRA_LOSSES; allowed values: "
+                            "my_term.")
+
+
+def test_an_extra_term_may_not_take_a_key_of_the_paper_loss(loss_plugin):
+    LOSS_TERMS.register("id", loss_plugin.FeatureEnergy)
+    try:
+        with pytest.raises(ValueError, match="'id' would be logged as 'loss_id'"):
+            make_loss(load_cfg(None, ["MODEL.EXTRA_LOSSES", "['id']"]), 4, None)
+    finally:
+        LOSS_TERMS.unregister("id")

@@ -94,13 +94,15 @@ class Registry(Generic[T]):
 
         Raises:
             UserError: ``name`` is not registered; the message names :attr:`key` and lists the
-                registered names (``Invalid value 'x' for MODEL.NAME; allowed values: ...``).
+                registered names (``Invalid value 'x' for MODEL.NAME; allowed values: ...``;
+                ``none (no ... is registered)`` for an empty registry).
         """
         try:
             return self._entries[name]
         except (KeyError, TypeError):   # (TypeError: an unhashable value)
+            allowed = ", ".join(self._entries) or f"none (no {self.what} is registered)"
             raise UserError(f"Invalid value {name!r} for {self.key}; allowed values: "
-                            f"{', '.join(self._entries)}.") from None
+                            f"{allowed}.") from None
 
     __getitem__ = get
 
