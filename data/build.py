@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from config import attributes_on
-from data.datasets import DATASET_CLASSES, Tracklet, VideoReIDDataset
+from data.datasets import DATASETS, Tracklet, VideoReIDDataset
 from data.datasets.base import find_missing_files
 from data.samplers import RandomBatchSampler, RandomIdentitySampler
 from data.transforms import build_transforms
@@ -43,13 +43,11 @@ def build_dataset(cfg: CfgNode) -> VideoReIDDataset:
         UserError: empty or missing root, missing files (all listed), malformed annotations.
     """
     name, root = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR
-    if name not in DATASET_CLASSES:
-        raise UserError(f"Unknown DATASETS.NAME {name!r}; allowed: "
-                        f"{', '.join(DATASET_CLASSES)}.")
+    dataset_class = DATASETS.get(name)      # an unknown name: UserError listing the datasets
     if not root:
         raise UserError("DATASETS.ROOT_DIR is empty: set it to the dataset folder, e.g. "
                         "DATASETS.ROOT_DIR data/mars.")
-    return DATASET_CLASSES[name](root, attributes=cfg.ATTR_RECOG_ON)
+    return dataset_class(root, attributes=cfg.ATTR_RECOG_ON)
 
 
 def attribute_mode(cfg: CfgNode, dataset: VideoReIDDataset) -> str:
@@ -102,11 +100,13 @@ def _worker_init(worker_id: int) -> None:
 # The loaders with persistent workers of this process. Their workers ignore SIGTERM, the
 # signal multiprocessing's exit handler stops its remaining children with before it waits for
 # them; a loader still referenced at exit (a reference cycle not yet collected) would make the
-# process wait forever. _stop_workers, registered after multiprocessing's handler and so run
-# before it, shuts them down the way torch does when a loader is deleted.
+# process wait forever. _stop_workers shuts them down the way torch does when a loader is
+# deleted. It runs before multiprocessing's handler: exit handlers run last-registered first,
+# and importing torch (above) has registered that one already.
 _LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
 
 
+@atexit.register
 def _stop_workers() -> None:
     for loader in list(_LOADERS):
         workers = getattr(loader, "_iterator", None)
@@ -118,9 +118,6 @@ def _stop_workers() -> None:
 def _tracked(loader: DataLoader) -> DataLoader:
     """``loader``, its persistent workers shut down at exit (see :func:`_stop_workers`)."""
     if loader.num_workers > 0:
-        if not _LOADERS:
-            atexit.unregister(_stop_workers)
-            atexit.register(_stop_workers)
         _LOADERS.add(loader)
     return loader
 

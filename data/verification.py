@@ -43,7 +43,7 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from data.attributes import check_attribute_csv
-from data.datasets import DATASET_CLASSES, VideoReIDDataset
+from data.datasets import DATASETS, VideoReIDDataset
 from data.datasets.base import SPLIT_FOLDERS, find_missing_files
 from data.transforms import MODE_FIX, FrameModeError, pil_rgb
 from utils.errors import UserError
@@ -204,8 +204,7 @@ def verify_dataset(cfg: CfgNode, workers: int | None = None, progress: ProgressF
     """
     t0 = time.perf_counter()
     name, root = cfg.DATASETS.NAME, cfg.DATASETS.ROOT_DIR
-    if name not in DATASET_CLASSES:
-        raise UserError(f"Unknown DATASETS.NAME {name!r}; allowed: {', '.join(DATASET_CLASSES)}.")
+    DATASETS.get(name)                      # an unknown name: UserError listing the datasets
     if not root:
         raise UserError("DATASETS.ROOT_DIR is empty: set it to the dataset folder, e.g. "
                         "DATASETS.ROOT_DIR data/mars.")
@@ -232,7 +231,7 @@ def _check_files(cfg: CfgNode, report: VerifyReport) -> VideoReIDDataset | None:
     A missing folder or a parser error goes to ``report`` as a "files" problem.
     """
     root = cfg.DATASETS.ROOT_DIR
-    cls = DATASET_CLASSES[cfg.DATASETS.NAME]
+    cls = DATASETS[cfg.DATASETS.NAME]
     if not os.path.isdir(root):
         note = (" (DATASETS.SYNTHETIC.IF_MISSING is True: main_baseline.py would write a "
                 "synthetic dataset there)" if cfg.DATASETS.SYNTHETIC.IF_MISSING else "")

@@ -17,7 +17,7 @@ from config import attributes_on, load_cfg
 from data.attributes import DUKE_SCHEMA, MARS_SCHEMA, check_attribute_csv, load_attribute_table
 from data.build import attribute_mode, check_image_files
 from data.datasets import (
-    DATASET_CLASSES,
+    DATASETS,
     ILIDSVID,
     PRID2011,
     DukeVideo,
@@ -356,7 +356,7 @@ def test_ilidsvid_and_prid_layouts(tmp_path):
 
 def test_dataset_classes_hold_their_facts():
     facts = {name: (cls.attribute_schema, cls.attribute_file, cls.standard_train_pids)
-             for name, cls in DATASET_CLASSES.items()}
+             for name, cls in DATASETS.items()}
     assert facts == {"mars": (MARS_SCHEMA, "mars_attributes.csv", 625),
                      "duke": (DUKE_SCHEMA, "duke_attributes.csv", 702),
                      "ilidsvid": (None, None, 150), "prid": (None, None, 100),
@@ -412,7 +412,7 @@ def test_frame_fixes_come_from_the_dataset_class_that_holds_the_frame(tmp_path):
     duke = DukeVideo(str(write_tiny_duke(tmp_path / "duke")), verbose=False)
     for ds, cls in ((mars, Mars), (duke, DukeVideo)):
         frames = [p for t in ds.train + ds.query + ds.gallery for p in t.img_paths]
-        assert all([c for c in DATASET_CLASSES.values() if c.holds_frame(p)] == [cls]
+        assert all([c for c in DATASETS.values() if c.holds_frame(p)] == [cls]
                    for p in frames)
     folder_frame = str(tmp_path / "mine" / "gallery" / "-1" / "2_0003" / "001.png")
     others = {str(tmp_path / "ilids" / "i-LIDS-VID" / "sequences" / "cam1" / "person001"
@@ -516,7 +516,7 @@ def test_make_tracklets_relabels_train_and_matches_every_subset():
 
 # ----------------------------------------------------------------------------- one constructor
 def test_every_dataset_class_has_one_constructor_and_its_own_hints():
-    for cls in DATASET_CLASSES.values():
+    for cls in DATASETS.values():
         params = inspect.signature(cls).parameters
         assert list(params) == ["root", "attributes", "verbose"], cls
     # the fix of missing frames names the class's archive (the folder dataset: its folders)

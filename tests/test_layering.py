@@ -75,7 +75,7 @@ def test_the_checker_finds_backwards_sideways_and_hidden_imports(tmp_path):
     (tmp_path / "modeling" / "b.py").write_text(
         "import solver\n\n\ndef f():\n    from config import cfg\n    return cfg\n")
     (tmp_path / "layers").mkdir()
-    (tmp_path / "layers" / "c.py").write_text("from data.datasets import DATASET_CLASSES\n"
+    (tmp_path / "layers" / "c.py").write_text("from data.datasets import DATASETS\n"
                                               "from .d import x\n")
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "e.py").write_text("import engine\nimport utils.errors\n")

@@ -421,9 +421,9 @@ def test_make_loss_uses_the_builtin_schema_of_the_paper_datasets(name, schema):
 
 def test_builtin_schemas_are_the_dataset_classes_and_data_reexports_them():
     from data import attributes
-    from data.datasets import DATASET_CLASSES
+    from data.datasets import DATASETS
 
-    assert {n: c.attribute_schema for n, c in DATASET_CLASSES.items()
+    assert {n: c.attribute_schema for n, c in DATASETS.items()
             if c.attribute_schema is not None} == dict(BUILTIN_SCHEMAS)
     assert attributes.MARS_SCHEMA is MARS_SCHEMA and attributes.DUKE_SCHEMA is DUKE_SCHEMA
     assert attributes.AttributeSchema is AttributeSchema

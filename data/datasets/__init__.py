@@ -22,10 +22,7 @@ DATASETS.register("ilidsvid", ILIDSVID)
 DATASETS.register("prid", PRID2011)
 DATASETS.register("folder", FolderDataset)
 
-# The former name of DATASETS (the same registry), for the modules that still use it.
-DATASET_CLASSES = DATASETS
-
-__all__ = ["DATASETS", "DATASET_CLASSES", "DukeVideo", "FolderDataset", "ILIDSVID", "Mars",
+__all__ = ["DATASETS", "DukeVideo", "FolderDataset", "ILIDSVID", "Mars",
            "PRID2011", "Tracklet", "VideoReIDDataset", "dataset_class_of_frame",
            "datasets_with_attributes", "frame_fix"]
 

@@ -383,7 +383,7 @@ class VideoReIDDataset:
     a class implements :meth:`_parse`.
 
     Class attributes (the dataset's facts; read them from the class, e.g.
-    ``DATASET_CLASSES["mars"].attribute_schema``):
+    ``DATASETS["mars"].attribute_schema``):
         name: the name printed in logs and messages.
         attribute_schema: the :class:`AttributeSchema` of the attribute CSV, or None for a
             dataset without attributes (and for the folder dataset: see :meth:`schema_for`).
