@@ -40,6 +40,7 @@ from utils.checkpoint import (
 )
 from utils.comm import get_world_size, is_main_process, max_across_ranks
 from utils.errors import UserError
+from utils.logger import SignalSafeLog
 
 logger = logging.getLogger("reid.train")
 
@@ -48,11 +49,13 @@ class NonFiniteLossError(UserError):
     """A loss term became NaN or Inf; the message names it."""
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """Raised after SIGINT/SIGTERM: the run stops (exit status ``128 + signum``).
 
     After the first signal the interruption checkpoint is written first; a second signal
-    stops at once (``checkpoint`` False).
+    stops at once (``checkpoint`` False), raised by the signal handler wherever the main thread
+    is. Like ``KeyboardInterrupt`` it is no ``Exception``, so that code catching every error
+    there (logging's write of a line, the DataLoader's wait for a batch) lets it through.
     """
 
     def __init__(self, message: str, signum: int, checkpoint: bool = True) -> None:
@@ -177,6 +180,7 @@ class Trainer:
         self._evaluating = False
         self._saving = False                       # a checkpoint is being written
         self._second_signal: int | None = None     # a second signal during that write
+        self._signal_log = SignalSafeLog(logger)   # what the signal handler logs
         self._epoch_meter: _EpochMeter | None = None   # the epoch being trained
         self._resumed_meter: dict | None = None        # an interrupted epoch's partial sums
         self.last_step_skipped: torch.Tensor | None = None   # see _step_optimizers
@@ -282,7 +286,7 @@ class Trainer:
             if is_main_process():
                 try:
                     results = self._evaluate_and_keep_best(epoch)
-                except Exception as e:  # noqa: BLE001 - re-raised below, on every process
+                except (Exception, Interrupted) as e:  # noqa: BLE001 - re-raised below
                     error = e
             # instead of a barrier: the others learn whether rank 0's evaluation failed
             failed = max_across_ranks(int(error is not None), self.device)
@@ -323,12 +327,13 @@ class Trainer:
                               checkpoint=False)
         self._stop_signal = signum
         if self._evaluating:
-            logger.warning("Received signal %d during the evaluation: it finishes first, then "
-                           "a checkpoint is saved and the run stops (a second signal stops at "
-                           "once).", signum)
+            self._signal_log.warning("Received signal %d during the evaluation: it finishes "
+                                     "first, then a checkpoint is saved and the run stops (a "
+                                     "second signal stops at once).", signum)
         else:
-            logger.warning("Received signal %d: finishing this iteration, then saving a "
-                           "checkpoint (a second signal stops at once).", signum)
+            self._signal_log.warning("Received signal %d: finishing this iteration, then "
+                                     "saving a checkpoint (a second signal stops at once).",
+                                     signum)
 
     def _stop_if_signalled(self, epoch: int, it: int) -> None:
         """After a signal: write the interruption checkpoint and raise :class:`Interrupted`."""
@@ -350,43 +355,45 @@ class Trainer:
 
     def train(self) -> dict | None:
         """Run the remaining epochs; returns the last evaluation results (rank 0)."""
+        with self._signal_log:   # what the signal handler logs (see SignalSafeLog)
+            previous = {s: signal.signal(s, self._handle_signal)
+                        for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                return self._train_epochs()
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+                self.recorder.close()
+
+    def _train_epochs(self) -> dict | None:
         cfg = self.cfg
         max_epochs = cfg.SOLVER.MAX_EPOCHS
-        previous = {s: signal.signal(s, self._handle_signal)
-                    for s in (signal.SIGINT, signal.SIGTERM)}
         results = None
         if self.epoch >= max_epochs:
             logger.info("All %d epochs (SOLVER.MAX_EPOCHS) are done: nothing to train. Raise "
                         "SOLVER.MAX_EPOCHS to continue training.", max_epochs)
         elif hasattr(self.criterion, "formula"):     # the criterion's own terms and weights
             logger.info("Loss: %s (the logged terms are weighted)", self.criterion.formula())
-        try:
-            if cfg.SOLVER.EVAL_BEFORE_TRAIN and self.epoch == 0 and self.iteration == 0:
-                results = self.evaluate(0)
-            while self.epoch < max_epochs:
-                epoch = self.epoch + 1
-                if self.iteration == 0:
-                    self.scheduler.step()   # epoch e trains with BASE_LR * factor(e)
-                self._train_epoch(epoch)
-                self.epoch, self.iteration = epoch, 0
-                if epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
-                    results = self._evaluate_or_save(epoch)
-                if epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs:
-                    self.save(f"checkpoint_ep{epoch}")
-                if epoch < max_epochs:
-                    self._stop_if_signalled(epoch, 0)
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-            self.recorder.close()
+        if cfg.SOLVER.EVAL_BEFORE_TRAIN and self.epoch == 0 and self.iteration == 0:
+            results = self.evaluate(0)
+        while self.epoch < max_epochs:
+            epoch = self.epoch + 1
+            if self.iteration == 0:
+                self.scheduler.step()   # epoch e trains with BASE_LR * factor(e)
+            self._train_epoch(epoch)
+            self.epoch, self.iteration = epoch, 0
+            if epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
+                results = self._evaluate_or_save(epoch)
+            if epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs:
+                self.save(f"checkpoint_ep{epoch}")
+            if epoch < max_epochs:
+                self._stop_if_signalled(epoch, 0)
         return results
 
     def _evaluate_or_save(self, epoch: int) -> dict | None:
         try:
             return self.evaluate(epoch)
-        except Interrupted:   # a second signal: stop at once, no checkpoint
-            raise
-        except Exception:
+        except Exception:   # (not a second signal: Interrupted stops at once, no checkpoint)
             # keep the trained epoch: --resume continues after it
             logger.error("Evaluation after epoch %d failed; saving the epoch's checkpoint "
                          "before stopping.", epoch)

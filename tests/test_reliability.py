@@ -1,5 +1,6 @@
 """Fault injection: interruptions, non-finite losses, bad files — clear errors, nothing lost."""
 
+import io
 import json
 import signal
 from pathlib import Path
@@ -284,6 +285,62 @@ def test_two_signals_to_the_process_group_stop_at_once_with_one_line(tiny_mars, 
     assert "Traceback" not in output and "exited unexpectedly" not in output, output[-3000:]
     assert "Exception ignored" not in output, output[-3000:]
     assert output.count("second signal") == 2, output[-2000:]   # the warning, then the stop
+
+
+class _SignalOnWrite(io.RawIOBase):
+    """A log stream's file that receives ``times`` SIGTERMs while it writes the first
+    iteration line: the signal handler runs while the main thread is inside the buffered
+    writer of a log handler (as when the signal lands during a write to log.txt)."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times, self.data = times, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if self.times and b"Iteration[" in bytes(b):
+            times, self.times = self.times, 0
+            for _ in range(times):
+                signal.raise_signal(signal.SIGTERM)
+        self.data += bytes(b)
+        return len(b)
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_signal_during_a_log_write_is_logged_and_stops_the_run(tiny_mars, tmp_path,
+                                                                monkeypatch, capsys, times):
+    import logging
+
+    from engine.trainer import Trainer
+
+    raw = _SignalOnWrite(times)
+    stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
+    real_train = Trainer.train
+
+    def train_with_the_stream(self):
+        handler = logging.StreamHandler(stream)
+        logging.getLogger("reid").addHandler(handler)
+        try:
+            return real_train(self)
+        finally:
+            logging.getLogger("reid").removeHandler(handler)
+
+    monkeypatch.setattr(Trainer, "train", train_with_the_stream)
+    out = tmp_path / "log_write"
+    assert main_baseline.main(["--config_file", "", *tiny_opts(tiny_mars, out, 2)]) == 143
+    stream.flush()
+    captured = capsys.readouterr()
+    assert "Logging error" not in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+    (run,) = run_dirs(out)
+    log = (run / "log.txt").read_text()
+    assert log.count("Received signal 15: finishing this iteration") == 1
+    assert raw.data.decode().count("Received signal 15: finishing this iteration") == 1
+    assert (run / "interrupted.pth").exists() == (times == 1)
+    if times == 2:
+        assert "Stopped at once by a second signal (15)" in log
 
 
 def test_a_second_signal_during_the_checkpoint_write_lets_it_finish(tiny_mars, tmp_path,
