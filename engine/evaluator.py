@@ -472,7 +472,7 @@ def run_evaluation(cfg: CfgNode, model: nn.Module, query_loader: Any, gallery_lo
 
     Its single evaluation freezes the weights into a compiled graph (TEST.COMPILE; the faster
     graph on a CPU, see :class:`CompiledForward`)."""
-    amp_dtype = evaluation_dtype(cfg, device)
+    amp_dtype = evaluation_dtype(cfg, device, log=True)
     results = evaluate(model, query_loader, gallery_loader, device, freeze=True,
                        **evaluation_kwargs(cfg, dataset, device, amp_dtype))
     RunRecorder(run_dir, tensorboard=False, info={"weights": cfg.TEST.WEIGHT}).evaluation(

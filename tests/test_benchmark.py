@@ -261,6 +261,28 @@ def test_extract_and_data(tmp_path):
     assert min(res["decode_only_frames_per_s"], res["pil_decode_frames_per_s"]) > 0
 
 
+def test_extraction_compares_a_bfloat16_default_with_the_originals_float32(tmp_path,
+                                                                           monkeypatch):
+    """With bfloat16 evaluation (SOLVER.FP_16 on a CPU, CPU_PRECISION bfloat16 here: auto where
+    the CPU has native bf16) the original's way stays float32, as the original runs on a CPU;
+    ours is also timed in float32, and the float32 features equal the original's to rounding.
+    (The compiled run traces with Dynamo's eager backend: inductor is tested above.)"""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda module, **kw: real_compile(module, **{**kw, "backend": "eager"}))
+    torch._dynamo.reset()
+    res = run(tmp_path, "extract", "TEST.CLIPS_PER_BATCH", "8", "SOLVER.FP_16", "True",
+              "SOLVER.CPU_PRECISION", "bfloat16")["extract"]
+    assert (res["amp_dtype"], res["original_amp_dtype"]) == ("bfloat16", "float32")
+    assert res["speedup_batched_float32"] == pytest.approx(
+        res["batched_float32_clips_per_s"] / res["one_tracklet_at_a_time_clips_per_s"])
+    assert res["max_feature_diff"] <= 1e-4 * max(1.0, res["max_feature_abs"])
+    # bfloat16 keeps 8 significant bits: the features differ by a few percent at most
+    assert 1e-4 * res["max_feature_abs"] < res["max_feature_diff_bfloat16"]
+    assert res["max_feature_diff_bfloat16"] < 0.1 * res["max_feature_abs"]
+    assert res["min_feature_cosine_bfloat16"] > 0.99
+
+
 def test_extraction_fills_whole_chunks():
     assert bench_tracklets(2) == list(MARS_CLIPS_PER_TRACKLET)           # a CPU: 65 clips
     big = bench_tracklets(128)                                           # CUDA

@@ -391,3 +391,54 @@ def test_compiled_training_falls_back_to_eager_with_one_warning(monkeypatch, cap
         torch.testing.assert_close(c["total"], e["total"], rtol=0, atol=0)
     for (k, v), w in zip(eager[0].state_dict().items(), model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_trainer_run_step_with_solver_compile_runs_the_compiled_model_and_loss(
+        tiny_mars, tmp_path, monkeypatch):
+    """SOLVER.COMPILE True through the real ``Trainer.run_step``: the model's forward and the
+    criterion each go through ``torch.compile`` (Dynamo traces them; the ``CompileCounter``
+    backend runs the captured graphs eagerly, so no C++ compiler is involved), and three steps
+    give the eager trainer's losses and weights. SGD keeps the comparison well conditioned (its
+    update is linear in the gradient: rounding noise in a gradient stays noise in the weight,
+    where Adam would scale it to lr)."""
+    import itertools
+
+    from data import make_data_loaders
+    from engine import Trainer
+    from modeling import build_model
+    from tests.helpers import tiny_opts
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    real_compile = torch.compile
+    compiled_modules = []
+
+    def counting_compile(module, **kwargs):
+        compiled_modules.append(type(module).__name__)
+        return real_compile(module, **{**kwargs, "backend": counter})
+
+    def trainer(compiled: bool) -> tuple[Trainer, list]:
+        cfg = load_cfg(None, [*tiny_opts(tiny_mars, tmp_path, 1), "SOLVER.OPTIMIZER_NAME", "SGD",
+                              "SOLVER.BASE_LR", "0.01", "SOLVER.COMPILE", str(compiled)])
+        torch.manual_seed(0)
+        train, query, gallery, ds = make_data_loaders(cfg)
+        model = build_model(cfg, ds.num_train_pids, ds.attr_lens, device=CPU)
+        t = Trainer.from_config(cfg, model, (train, query, gallery), ds, CPU, None)
+        train.batch_sampler.set_epoch(1)
+        return t, list(itertools.islice(iter(train), 3))
+
+    eager, batches = trainer(False)
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    compiled, _ = trainer(True)
+    assert compiled_modules == ["VideoBaseline", type(compiled.criterion).__name__]
+    for batch in batches:
+        e, c = eager.run_step(batch), compiled.run_step(batch)
+        assert e.keys() == c.keys()
+        for k in e:
+            torch.testing.assert_close(c[k], e[k], rtol=1e-5, atol=1e-6)
+    assert counter.frame_count >= 2          # the model's forward and the loss were captured
+    assert compiled._forward.compiled and compiled._loss.compiled
+    for (k, v), w in zip(eager.bare_model.state_dict().items(),
+                         compiled.bare_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(w, v, rtol=1e-5, atol=1e-6, msg=k)
+    torch._dynamo.reset()

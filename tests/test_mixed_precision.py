@@ -19,7 +19,7 @@ from config import load_cfg
 from data import make_data_loaders
 from engine import Trainer, amp_settings
 from modeling import build_model
-from tests.helpers import run_dirs, tiny_opts
+from tests.helpers import ROOT, run_dirs, tiny_opts
 from utils.checkpoint import load_file
 
 CPU = torch.device("cpu")
@@ -264,15 +264,43 @@ def test_resume_across_precisions(tiny_mars, tmp_path, first, then):
     assert (fresh in (run / "log.txt").read_text()) == (first != "float16" and then == "float16")
 
 
-def test_evaluation_stays_float32_on_a_cpu_unless_a_dtype_is_named(monkeypatch):
-    """CPU_PRECISION auto trains in bfloat16 where it is native but evaluates in float32;
-    naming a dtype (the GPU path in tests) evaluates in it; CUDA evaluates as it trains."""
+def test_evaluation_runs_in_the_training_precision(monkeypatch):
+    """Evaluation uses the training's autocast dtype on every device: bfloat16 under "auto" on
+    a CPU with native bf16, float32 without it or with CPU_PRECISION float32 / FP_16 False."""
     from engine import evaluation_dtype
 
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    auto = load_cfg(None, ["SOLVER.FP_16", "True"])
-    assert amp_settings(auto, CPU)[0] is torch.bfloat16 and evaluation_dtype(auto, CPU) is None
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        auto = load_cfg(None, ["SOLVER.FP_16", "True"])
+        assert evaluation_dtype(auto, CPU) is amp_settings(auto, CPU)[0]
+        assert evaluation_dtype(auto, CPU) is (torch.bfloat16 if native else None)
     for name in ("bfloat16", "float16"):
         cfg = load_cfg(None, ["SOLVER.FP_16", "True", "SOLVER.CPU_PRECISION", name])
         assert evaluation_dtype(cfg, CPU) is getattr(torch, name)
-    assert evaluation_dtype(auto, torch.device("cuda")) is torch.float16
+    for opts in (["SOLVER.CPU_PRECISION", "float32"], ["SOLVER.FP_16", "False"]):
+        assert evaluation_dtype(load_cfg(None, ["SOLVER.FP_16", "True", *opts]), CPU) is None
+    assert evaluation_dtype(load_cfg(None, []), torch.device("cuda")) is torch.float16
+
+
+def test_bfloat16_evaluation_of_the_trained_demo_matches_float32(tmp_path):
+    """The rule above is worth it only if bfloat16 features rank as float32 ones do: the CPU
+    demo (configs/demo.yml, its dataset and 30 epochs, float32 training) evaluated from its
+    checkpoint in float32 and in bfloat16 (emulated where the CPU lacks native bf16: the same
+    number format) gives mAP and rank-1 within 0.2 points (measured on an AMD EPYC, mAP
+    differences 0.00, 0.06 and 0.00 points for seeds 999, 1 and 7)."""
+    root, out = tmp_path / "demo_mars", tmp_path / "out"
+    demo = ["--config_file", str(ROOT / "configs" / "demo.yml"), "DATASETS.ROOT_DIR", str(root)]
+    assert main_baseline.main([*demo, "OUTPUT_DIR", str(out), "SOLVER.EVAL_BEFORE_TRAIN",
+                               "False", "SOLVER.EVAL_PERIOD", "30"]) == 0
+    (run,) = run_dirs(out)
+    results = {}
+    for name in ("float32", "bfloat16"):
+        assert main_baseline.main([*demo, "--eval-only", "OUTPUT_DIR", str(tmp_path / name),
+                                   "TEST.WEIGHT", str(run / "checkpoint_ep30.pth"),
+                                   "SOLVER.FP_16", "True", "SOLVER.CPU_PRECISION", name]) == 0
+        (eval_run,) = run_dirs(tmp_path / name)
+        (results[name],) = json.loads((eval_run / "metrics.json").read_text())["evaluations"]
+        assert f"Precision: {name}" in (eval_run / "log.txt").read_text()
+    assert results["float32"]["mAP"] > 0.5                       # a trained model's ranking
+    for key in ("mAP", "R1"):
+        assert abs(results["bfloat16"][key] - results["float32"][key]) <= 0.002, key

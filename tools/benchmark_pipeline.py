@@ -198,6 +198,14 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     of up to 128 clips, and the compiled forward (``batched_compiled``, its compilation apart in
     ``batched_compiled_compile_s``) when TEST.COMPILE is off.
 
+    Precision: ours runs in the evaluation's (:func:`engine.evaluation_dtype`: bfloat16 autocast
+    on a CPU with native bf16 under SOLVER.FP_16 True, CPU_PRECISION auto), the original's way
+    in the original's (float32 on a CPU; on CUDA the training autocast, as apex O1 evaluated).
+    When the two differ, ``batched_float32`` times ours in float32 too. ``max_feature_diff`` is
+    the largest difference between the original's features and ours computed in its precision
+    (float rounding); ``max_feature_diff_<dtype>`` and ``min_feature_cosine_<dtype>`` compare
+    the features of the other precision with them.
+
     Tracklets have the MARS clip counts of :data:`MARS_CLIPS_PER_TRACKLET`, repeated to fill
     :data:`MIN_TIMED_CHUNKS` chunks (:func:`bench_tracklets`; random frames at the config's
     input size; decoding is measured by the ``data`` benchmark). Autocast is the evaluation's
@@ -215,6 +223,7 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     original = build_bench_model(without_speedups(cfg), device, attr_lens)
     original.load_state_dict(model.state_dict())
     amp_dtype = evaluation_dtype(cfg, device)
+    original_dtype = evaluation_dtype(_override(cfg, "SOLVER.CPU_PRECISION", "float32"), device)
     chunk = clips_per_batch(cfg, device)
     counts = bench_tracklets(chunk)
     h, w = cfg.INPUT.SIZE_TEST
@@ -228,24 +237,26 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     n_clips = sum(counts)
     out = {"tracklets": len(items), "clips": n_clips, "clips_per_batch": chunk,
            "channels_last": model.channels_last, "compile": cfg.TEST.COMPILE,
-           "amp_dtype": dtype_name(amp_dtype),
+           "amp_dtype": dtype_name(amp_dtype), "original_amp_dtype": dtype_name(original_dtype),
            "cudnn_benchmark": torch.backends.cudnn.benchmark}
-    # (name, model, clips per forward (None: one forward per tracklet), compiled)
-    runs = [("one_tracklet_at_a_time", original, None, False),
-            ("batched", model, chunk, cfg.TEST.COMPILE)]
+    # (name, model, clips per forward (None: one forward per tracklet), compiled, autocast)
+    runs = [("one_tracklet_at_a_time", original, None, False, original_dtype),
+            ("batched", model, chunk, cfg.TEST.COMPILE, amp_dtype)]
+    if amp_dtype != original_dtype:
+        runs.append(("batched_float32", model, chunk, cfg.TEST.COMPILE, original_dtype))
     if chunk != 128:
-        runs.append(("batched_128", model, 128, False))
+        runs.append(("batched_128", model, 128, False, amp_dtype))
     if not cfg.TEST.COMPILE:
-        runs.append(("batched_compiled", model, chunk, True))
+        runs.append(("batched_compiled", model, chunk, True, amp_dtype))
     feats = {}
-    for name, net, per_batch, compiled in runs:
+    for name, net, per_batch, compiled, dtype in runs:
         ours = per_batch is not None
         prepared = inference_model(net, fold_bn=ours, compile_model=compiled)
         # warm-up (and compilation) on the first timed forward's shape
         warm = [tracklet(min(per_batch, n_clips))] if ours else items[:1]
         t0 = time.perf_counter()
         extract_features(prepared, warm, device, per_batch or warm[0][0].shape[0],
-                         amp_dtype=amp_dtype, fold_bn=False)
+                         amp_dtype=dtype, fold_bn=False)
         sync(device)
         if compiled:
             out[f"{name}_compile_s"] = time.perf_counter() - t0
@@ -253,10 +264,10 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
         t0 = time.perf_counter()
         if ours:
             feats[name] = extract_features(prepared, items, device, per_batch,
-                                           amp_dtype=amp_dtype, fold_bn=False)["feats"]
+                                           amp_dtype=dtype, fold_bn=False)["feats"]
         else:
             feats[name] = torch.cat([
-                extract_features(prepared, [x], device, x[0].shape[0], amp_dtype=amp_dtype,
+                extract_features(prepared, [x], device, x[0].shape[0], amp_dtype=dtype,
                                  fold_bn=False)["feats"] for x in items])
         sync(device)
         out[f"{name}_clips_per_s"] = n_clips / (time.perf_counter() - t0)
@@ -266,9 +277,19 @@ def bench_extract(cfg: CfgNode, device: torch.device) -> dict:
     out["speedup_batched"] = out["batched_clips_per_s"] / base
     if "batched_compiled_clips_per_s" in out:
         out["speedup_batched_compiled"] = out["batched_compiled_clips_per_s"] / base
+    if "batched_float32_clips_per_s" in out:
+        out["speedup_batched_float32"] = out["batched_float32_clips_per_s"] / base
     ref = feats["one_tracklet_at_a_time"]
-    out["max_feature_diff"] = max(float((f - ref).abs().max()) for f in feats.values())
+    same = [feats[name] for name, *_, dtype in runs if dtype == original_dtype]
+    out["max_feature_diff"] = max(float((f - ref).abs().max()) for f in same)
     out["max_feature_abs"] = float(ref.abs().max())
+    other = [feats[name] for name, *_, dtype in runs if dtype != original_dtype]
+    if other:
+        key = dtype_name(amp_dtype)
+        out[f"max_feature_diff_{key}"] = max(float((f - ref).abs().max()) for f in other)
+        out[f"min_feature_cosine_{key}"] = min(
+            float(torch.nn.functional.cosine_similarity(f.float(), ref.float()).min())
+            for f in other)
     return out
 
 

@@ -51,7 +51,7 @@ SPLITS = ("query", "gallery", "train")
 # What ``meta`` records: where the features come from and how the search compares them.
 META_KEYS = ("config_file", "weights", "dataset", "root", "split", "feat_dim", "pool",
              "feat_norm", "metric", "re_rank", "neck_feat", "seq_len", "input_size",
-             "attr_names")
+             "attr_names", "precision")
 
 
 def _split_tracklets(cfg: CfgNode, dataset: VideoReIDDataset, split: str
@@ -126,7 +126,9 @@ def export_features(cfg: CfgNode, split: str, config_file: str = "",
             "feat_norm": settings["feat_norm"], "metric": settings["metric"],
             "re_rank": settings["re_rank"], "neck_feat": cfg.TEST.NECK_FEAT,
             "seq_len": cfg.DATASETS.SEQ_LEN, "input_size": list(cfg.INPUT.SIZE_TEST),
-            "attr_names": dataset.attr_names if "attr_pred" in arrays else []}
+            "attr_names": dataset.attr_names if "attr_pred" in arrays else [],
+            "precision": ("float32" if settings["amp_dtype"] is None
+                          else str(settings["amp_dtype"]).removeprefix("torch."))}
     arrays["meta"] = np.array(json.dumps(meta))
     return arrays
 
