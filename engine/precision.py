@@ -70,6 +70,11 @@ def evaluation_dtype(cfg: CfgNode, device: torch.device,
     return amp_settings(cfg, device, log=log)[0]
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``torch.bfloat16`` -> "bfloat16"; None (no autocast) -> "float32"."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
 def _choose(cfg: CfgNode, device: torch.device) -> tuple[torch.dtype | None, str]:
     if not cfg.SOLVER.FP_16:
         return None, "SOLVER.FP_16 False"

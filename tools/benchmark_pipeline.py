@@ -24,6 +24,7 @@ from data.transforms import read_image
 from engine import Trainer, amp_settings, configure_backends, evaluation_dtype, extract_features
 from engine.defaults import load_cfg
 from engine.evaluator import clips_per_batch, inference_model
+from engine.precision import dtype_name
 from modeling import VideoBaseline, build_model
 from solver import make_scheduler
 from tools.model_info import count_flops, dataset_facts
@@ -148,11 +149,6 @@ def build_trainer(cfg: CfgNode, device: torch.device, train_loader: Iterable | N
         trainer.optimizer = foreach_kernels(trainer.optimizer)
         trainer.scheduler = make_scheduler(cfg, trainer.optimizer)
     return trainer
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    """``torch.bfloat16`` -> "bfloat16"; None (no autocast) -> "float32"."""
-    return str(dtype or torch.float32).removeprefix("torch.")
 
 
 def forever(loader: Iterable) -> Iterator:

@@ -39,6 +39,7 @@ from data.datasets.folder import split_tracklets
 from engine import default_argument_parser, evaluation_dtype, parse_command_line
 from engine.defaults import DEFAULT_CONFIG, load_cfg
 from engine.evaluator import evaluation_kwargs, extract_features, load_trained_model
+from engine.precision import dtype_name
 from tools.synthetic import ensure_dataset
 from utils.checkpoint import atomic_write, check_writable_file
 from utils.comm import resolve_device
@@ -127,8 +128,7 @@ def export_features(cfg: CfgNode, split: str, config_file: str = "",
             "re_rank": settings["re_rank"], "neck_feat": cfg.TEST.NECK_FEAT,
             "seq_len": cfg.DATASETS.SEQ_LEN, "input_size": list(cfg.INPUT.SIZE_TEST),
             "attr_names": dataset.attr_names if "attr_pred" in arrays else [],
-            "precision": ("float32" if settings["amp_dtype"] is None
-                          else str(settings["amp_dtype"]).removeprefix("torch."))}
+            "precision": dtype_name(settings["amp_dtype"])}
     arrays["meta"] = np.array(json.dumps(meta))
     return arrays
 
